@@ -3,6 +3,9 @@
 //!
 //! Harnesses should configure small segments (a few KiB) so that reads cross segment boundaries.
 
+// Test support: a panic is how a case reports a violation.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use async_trait::async_trait;

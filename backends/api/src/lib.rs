@@ -111,6 +111,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Makes every acknowledged append of every partition durable.
     async fn flush(&self) -> StorageResult<()>;
 
+    /// Makes every append to `tp` so far durable. Concurrent callers should share one
+    /// fsync (group commit); the default flushes everything.
+    async fn sync(&self, tp: &TopicPartition) -> StorageResult<()> {
+        let _ = tp;
+        self.flush().await
+    }
+
     /// Deletes the partition and its data.
     async fn remove_partition(&self, tp: &TopicPartition) -> StorageResult<()>;
 }

@@ -1,0 +1,164 @@
+//! Group commit: appenders that need durability share fsyncs.
+//!
+//! Each partition publishes, in a watch channel, the offset below which everything is known to
+//! be on disk, and whether an fsync is in flight. An appender that needs its batches durable
+//! waits for that mark to pass its last offset. If no fsync is in flight it becomes the flusher:
+//! it notes the high watermark, fsyncs the active segment on the blocking pool, and publishes the
+//! noted watermark. Everyone who wrote before the fsync started is covered by it, so under load
+//! one fsync serves many appends instead of one each.
+//!
+//! Only the active segment needs syncing: a roll fsyncs the segment it seals before any append
+//! goes to the new one, and the flusher takes the watermark and the active segment under one
+//! read of the view.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use switchboard_model::Offset;
+use switchboard_storage::{StorageError, StorageResult};
+use tokio::sync::watch;
+
+use crate::fsio::blocking;
+use crate::partition::Partition;
+
+#[derive(Debug, Clone, Copy)]
+struct Status {
+    /// Every offset below this is on disk.
+    durable: Offset,
+    flushing: bool,
+}
+
+pub(crate) struct GroupCommit {
+    status: watch::Sender<Status>,
+}
+
+enum Turn<'a> {
+    Done,
+    Flush(FlushClaim<'a>),
+    Wait,
+}
+
+/// The right to run the partition's next fsync. Dropping it (also when the flusher's future is
+/// cancelled mid-fsync) hands the turn back, publishing the synced mark if there is one.
+struct FlushClaim<'a> {
+    commit: &'a GroupCommit,
+    synced: Option<Offset>,
+}
+
+impl Drop for FlushClaim<'_> {
+    fn drop(&mut self) {
+        let synced = self.synced;
+        self.commit.status.send_modify(|s| {
+            s.flushing = false;
+            if let Some(upto) = synced {
+                s.durable = s.durable.max(upto);
+            }
+        });
+    }
+}
+
+impl GroupCommit {
+    /// `durable`: what is on disk already (the recovered log, synced when opened).
+    pub(crate) fn new(durable: Offset) -> Self {
+        let (status, _) = watch::channel(Status {
+            durable,
+            flushing: false,
+        });
+        Self { status }
+    }
+
+    pub(crate) fn durable(&self) -> Offset {
+        self.status.borrow().durable
+    }
+
+    /// Decides atomically whether `upto` is covered, or whose turn the next fsync is.
+    fn turn(&self, upto: Offset) -> Turn<'_> {
+        let mut turn = Turn::Wait;
+        self.status.send_if_modified(|s| {
+            if s.durable >= upto {
+                turn = Turn::Done;
+                false
+            } else if s.flushing {
+                false
+            } else {
+                s.flushing = true;
+                turn = Turn::Flush(FlushClaim {
+                    commit: self,
+                    synced: None,
+                });
+                true
+            }
+        });
+        turn
+    }
+}
+
+impl Partition {
+    /// Returns once every offset below `upto` is on disk, running or joining the fsync that
+    /// gets it there.
+    pub(crate) async fn wait_durable(self: &Arc<Self>, upto: Offset) -> StorageResult<()> {
+        // Subscribed before the first check, so no publication between a check and the wait
+        // can be missed.
+        let mut changes = self.commit.status.subscribe();
+        loop {
+            match self.commit.turn(upto) {
+                Turn::Done => return Ok(()),
+                Turn::Flush(mut claim) => {
+                    // After a failed fsync the page cache may have dropped dirty data, so a later
+                    // fsync succeeding would prove nothing: stop here.
+                    self.check_healthy()?;
+                    claim.synced = Some(self.sync_active().await?);
+                }
+                Turn::Wait => {
+                    self.check_healthy()?;
+                    if changes.changed().await.is_err() {
+                        return Err(StorageError::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fsyncs the active segment; returns the offset everything below which it covered.
+    async fn sync_active(self: &Arc<Self>) -> StorageResult<Offset> {
+        let (upto, segment) = {
+            let view = self.view();
+            (view.next, view.active.clone())
+        };
+        let me = self.clone();
+        blocking(move || match segment.sync() {
+            Ok(()) => {
+                me.fsyncs.fetch_add(1, Ordering::Relaxed);
+                Ok(upto)
+            }
+            Err(e) => {
+                me.poison(format!("fsync of segment {} failed: {e}", segment.base()));
+                Err(e.into())
+            }
+        })
+        .await
+    }
+
+    /// Fsyncs the partition if anything appended is not yet on disk (`flush`, and the
+    /// background flusher of `FsyncPolicy::Interval`).
+    pub(crate) async fn sync_appended(self: &Arc<Self>) -> StorageResult<()> {
+        if !self.config.fsync.syncs() {
+            return Ok(());
+        }
+        let next = self.view().next;
+        if self.commit.durable() >= next {
+            return Ok(());
+        }
+        self.wait_durable(next).await
+    }
+}
+
+#[cfg(test)]
+impl Partition {
+    /// Waits, without fsyncing, until someone else has made everything below `upto` durable.
+    pub(crate) async fn durable_reaches(&self, upto: Offset) {
+        let mut changes = self.commit.status.subscribe();
+        // The sender lives as long as `self`, so `wait_for` cannot fail.
+        let _ = changes.wait_for(|s| s.durable >= upto).await;
+    }
+}

@@ -1,0 +1,377 @@
+//! One partition: its segments, the writer that appends and rolls them, and the readers' view.
+//!
+//! Appends are serialised by an async mutex around the [`Writer`]; the file writes themselves
+//! run on the blocking pool while the mutex is held. Readers never take that mutex: they copy
+//! what they need (segments, bounds) out of the [`View`] under a short std `RwLock` and read
+//! the files with positional reads. The writer updates the view only after bytes are written,
+//! so a reader sees an offset below the high watermark only once its batch is in the file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use switchboard_model::{BatchError, Offset, RecordBatch, TopicPartition};
+use switchboard_storage::{
+    Appended, Bounds, Durability, ReadChunk, StorageError, StorageResult,
+};
+
+use crate::commit::GroupCommit;
+use crate::config::{LogConfig, MAX_SEGMENT_BYTES};
+use crate::fsio::{blocking, sync_dir};
+use crate::index::Indexer;
+use crate::segment::{Segment, Staged};
+
+/// What readers need, consistent at one instant.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Every segment by base offset, the active one included. Never empty.
+    pub segments: BTreeMap<Offset, Arc<Segment>>,
+    /// The segment appends go to: the last one.
+    pub active: Arc<Segment>,
+    pub log_start: Offset,
+    /// The high watermark: the offset the next append gets.
+    pub next: Offset,
+}
+
+impl View {
+    pub(crate) fn bounds(&self) -> Bounds {
+        Bounds {
+            log_start: self.log_start,
+            high_watermark: self.next,
+        }
+    }
+}
+
+/// State only the appender touches.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    /// Where the active segment's next index entries go.
+    pub indexer: Indexer,
+    /// Wall-clock time of the active segment's first append, for rolling by age.
+    pub active_since_ms: Option<i64>,
+    /// Set once the partition is removed; appends queued behind the removal then fail.
+    pub removed: bool,
+}
+
+pub(crate) struct Partition {
+    pub(crate) tp: TopicPartition,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Arc<LogConfig>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    view: RwLock<View>,
+    pub(crate) commit: GroupCommit,
+    /// Why the partition refuses appends, after a failure that left its files in doubt (an
+    /// fsync error, an unrecoverable partial write). Reopening the storage recovers it.
+    poisoned: OnceLock<String>,
+    /// Data fsyncs of segment logs so far; tests check that group commit shares them.
+    pub(crate) fsyncs: AtomicU64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Partition {
+    pub(crate) fn new(
+        tp: TopicPartition,
+        dir: PathBuf,
+        config: Arc<LogConfig>,
+        view: View,
+        writer: Writer,
+    ) -> Self {
+        Self {
+            tp,
+            dir,
+            config,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            commit: GroupCommit::new(view.next),
+            view: RwLock::new(view),
+            poisoned: OnceLock::new(),
+            fsyncs: AtomicU64::new(0),
+        }
+    }
+
+    // The view is only mutated by complete assignments, so a panic elsewhere while it was
+    // locked cannot have left it half-updated: ignore lock poisoning.
+    pub(crate) fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn view_mut(&self) -> RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn bounds(&self) -> Bounds {
+        self.view().bounds()
+    }
+
+    pub(crate) fn poison(&self, why: String) {
+        tracing::error!(
+            partition = %self.tp,
+            "{why}; appends to the partition are refused until the storage is reopened"
+        );
+        let _ = self.poisoned.set(why);
+    }
+
+    pub(crate) fn check_healthy(&self) -> StorageResult<()> {
+        match self.poisoned.get() {
+            None => Ok(()),
+            Some(why) => Err(StorageError::Unavailable(format!(
+                "partition {} failed ({why}); reopen the storage to recover",
+                self.tp
+            ))),
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the writer locked: every change to the partition's
+    /// files (append, roll, retention) goes through here, one at a time.
+    pub(crate) async fn with_writer<T, F>(self: &Arc<Self>, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Partition, &mut Writer) -> StorageResult<T> + Send + 'static,
+    {
+        let mut writer = self.writer.clone().lock_owned().await;
+        let me = self.clone();
+        blocking(move || {
+            if writer.removed {
+                return Err(StorageError::UnknownPartition(me.tp.clone()));
+            }
+            f(&me, &mut writer)
+        })
+        .await
+    }
+
+    /// Marks the partition removed once in-flight appends are done.
+    pub(crate) async fn mark_removed(&self) {
+        self.writer.lock().await.removed = true;
+    }
+
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        batches: Vec<RecordBatch>,
+        durability: Durability,
+    ) -> StorageResult<Appended> {
+        let appended = self.with_writer(|p, w| p.append_locked(w, batches)).await?;
+        // The writer is free again: the next appends write while this one waits, and one
+        // fsync covers them all.
+        if self.config.fsync.waits_for(durability) && appended.last_offset >= appended.base_offset
+        {
+            self.wait_durable(appended.last_offset + 1).await?;
+        }
+        Ok(appended)
+    }
+
+    fn append_locked(&self, w: &mut Writer, batches: Vec<RecordBatch>) -> StorageResult<Appended> {
+        self.check_healthy()?;
+        let next = self.view().next;
+        if batches.is_empty() {
+            return Ok(Appended {
+                base_offset: next,
+                last_offset: next.saturating_sub(1),
+            });
+        }
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        let offsets: u64 = batches.iter().map(|b| b.header().offset_count()).sum();
+        check_append_limits(bytes, offsets)?;
+        let now = now_ms();
+        if self.should_roll(w, bytes, next + offsets - 1, now) {
+            self.roll(w, next)?;
+        }
+        let active = self.view().active.clone();
+        let before = w.indexer.clone();
+        let staged = stage(&mut w.indexer, &active, next, batches, bytes);
+        if let Err(failure) = active.append(&staged) {
+            w.indexer = before;
+            if !failure.rolled_back {
+                self.poison(format!("a failed append could not be undone: {}", failure.error));
+            }
+            return Err(failure.error.into());
+        }
+        w.active_since_ms.get_or_insert(now);
+        let last = next + offsets - 1;
+        self.view_mut().next = last + 1;
+        Ok(Appended {
+            base_offset: next,
+            last_offset: last,
+        })
+    }
+
+    /// Roll before an append that would overfill the active segment or outgrow its 32-bit
+    /// relative offsets, or once the segment is older than `segment_ms`; never roll an empty
+    /// segment, so an append larger than a segment still lands somewhere.
+    fn should_roll(&self, w: &Writer, bytes: u64, last: Offset, now: i64) -> bool {
+        let active = self.view().active.clone();
+        let size = active.size();
+        if size == 0 {
+            return false;
+        }
+        let too_old = match (self.config.segment_ms, w.active_since_ms) {
+            (Some(max_age), Some(since)) => {
+                now.saturating_sub(since) >= i64::try_from(max_age).unwrap_or(i64::MAX)
+            }
+            _ => false,
+        };
+        size + bytes > self.config.effective_segment_bytes()
+            || last - active.base() > u64::from(u32::MAX)
+            || too_old
+    }
+
+    /// Seals the active segment and starts a new one at `next`. Unless fsync is off, the sealed
+    /// segment and the new file's directory entry are fsynced first, so everything below the
+    /// active segment is always on disk and trusted on reopen.
+    pub(crate) fn roll(&self, w: &mut Writer, next: Offset) -> StorageResult<()> {
+        let old = self.view().active.clone();
+        if old.size() == 0 {
+            return Ok(());
+        }
+        let before = w.indexer.clone();
+        if let Some(last) = w.indexer.seal()
+            && let Err(e) = old.times.append(&[last])
+        {
+            w.indexer = before;
+            return Err(e.into());
+        }
+        let syncs = self.config.fsync.syncs();
+        if syncs {
+            if let Err(e) = old.sync_all() {
+                self.poison(format!("fsync of segment {} failed: {e}", old.base()));
+                return Err(e.into());
+            }
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let fresh = Arc::new(Segment::open(&self.dir, next, true)?);
+        if syncs && let Err(e) = sync_dir(&self.dir) {
+            let _ = fresh.remove_files();
+            return Err(e.into());
+        }
+        tracing::debug!(partition = %self.tp, base = next, "rolled a new segment");
+        let mut view = self.view_mut();
+        view.segments.insert(next, fresh.clone());
+        view.active = fresh;
+        drop(view);
+        w.indexer = Indexer::new(self.config.index_interval_bytes);
+        w.active_since_ms = None;
+        Ok(())
+    }
+
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        from: Offset,
+        max_bytes: usize,
+    ) -> StorageResult<ReadChunk> {
+        let (segment, bounds) = {
+            let view = self.view();
+            let bounds = view.bounds();
+            if from < bounds.log_start || from > bounds.high_watermark {
+                return Err(self.out_of_range(from, bounds));
+            }
+            if from == bounds.high_watermark {
+                return Ok(ReadChunk {
+                    batches: Vec::new(),
+                    bounds,
+                });
+            }
+            let segment = view.segments.range(..=from).next_back().map(|(_, s)| s.clone());
+            (segment, bounds)
+        };
+        let tp = self.tp.clone();
+        let batches = blocking(move || match segment {
+            Some(s) => s.read(&tp, from, max_bytes, bounds.high_watermark),
+            None => Ok(Vec::new()),
+        })
+        .await?;
+        if batches.is_empty() {
+            return Err(StorageError::Corrupt {
+                tp: self.tp.clone(),
+                reason: format!("no segment holds offset {from}, below the high watermark"),
+            });
+        }
+        Ok(ReadChunk { batches, bounds })
+    }
+
+    fn out_of_range(&self, offset: Offset, bounds: Bounds) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            tp: self.tp.clone(),
+            offset,
+            log_start: bounds.log_start,
+            high_watermark: bounds.high_watermark,
+        }
+    }
+
+    pub(crate) async fn offset_for_timestamp(
+        self: &Arc<Self>,
+        target: i64,
+    ) -> StorageResult<Option<(Offset, i64)>> {
+        let (segments, bounds) = {
+            let view = self.view();
+            let segments: Vec<_> = view.segments.values().cloned().collect();
+            (segments, view.bounds())
+        };
+        let tp = self.tp.clone();
+        blocking(move || {
+            // Timestamps need not grow with offsets: take the first segment, in offset order,
+            // holding a batch new enough.
+            for segment in segments {
+                let hit =
+                    segment.find_timestamp(&tp, target, bounds.log_start, bounds.high_watermark)?;
+                if hit.is_some() {
+                    return Ok(hit);
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+}
+
+/// Refuses appends the index formats cannot describe: more bytes than a segment may hold, or
+/// more offsets than a 32-bit relative offset spans.
+fn check_append_limits(bytes: u64, offsets: u64) -> StorageResult<()> {
+    if bytes > MAX_SEGMENT_BYTES {
+        return Err(BatchError::BadLength(i32::try_from(bytes).unwrap_or(i32::MAX)).into());
+    }
+    if offsets > u64::from(u32::MAX) {
+        return Err(BatchError::BadCount {
+            count: i32::MAX,
+            last_delta: i32::try_from(offsets - 1).unwrap_or(i32::MAX),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Places `batches` at `next` and beyond in `segment`: rewrites their base offsets (outside the
+/// CRC, so compressed payloads stay untouched) and collects the index entries they earn.
+fn stage(
+    indexer: &mut Indexer,
+    segment: &Segment,
+    mut next: Offset,
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+) -> Staged {
+    let mut staged = Staged {
+        bytes: Vec::with_capacity(bytes as usize),
+        max_ts: i64::MIN,
+        ..Staged::default()
+    };
+    let mut pos = segment.size();
+    for batch in batches {
+        let placed = batch.with_base_offset(next);
+        let h = placed.header();
+        // Both fit in u32: the roll decision and `check_append_limits` saw to it.
+        let rel = (next - segment.base()) as u32;
+        let (offset_entry, time_entry) =
+            indexer.on_batch(rel, pos as u32, placed.len() as u64, h.max_timestamp);
+        staged.offsets.extend(offset_entry);
+        staged.times.extend(time_entry);
+        staged.max_ts = staged.max_ts.max(h.max_timestamp);
+        staged.bytes.extend_from_slice(placed.bytes());
+        pos += placed.len() as u64;
+        next += h.offset_count();
+    }
+    staged
+}

@@ -1,0 +1,174 @@
+//! One segment: a log file of whole v2 batches starting at `base`, and its two sparse indexes.
+//!
+//! Files are named by base offset, zero-padded to 20 digits so that names sort like offsets
+//! (`00000000000000000000.log`, `.index`, `.timeindex`), as in Kafka.
+//!
+//! A segment is shared between the partition's single writer and any number of readers. The
+//! writer appends bytes, then index entries, then publishes the new `size`; readers never look
+//! past the `size` they loaded, so they only ever see whole batches.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use switchboard_model::Offset;
+
+use crate::fsio::remove_if_present;
+use crate::index::{Index, OffsetEntry, TimeEntry};
+
+pub(crate) const LOG_EXT: &str = "log";
+pub(crate) const INDEX_EXT: &str = "index";
+pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+
+/// The file name of a segment's `ext` file.
+pub fn file_name(base: Offset, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+/// The base offset of a file named by [`file_name`], and its extension.
+pub(crate) fn parse_file_name(name: &str) -> Option<(Offset, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+/// Batches staged for one append: their bytes (base offsets already assigned) and the index
+/// entries they earned.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    pub bytes: Vec<u8>,
+    pub offsets: Vec<OffsetEntry>,
+    pub times: Vec<TimeEntry>,
+    pub max_ts: i64,
+}
+
+/// A failed append. When `rolled_back` is false the files may hold a partial write that could
+/// not be cut off, and the segment must not be appended to again.
+#[derive(Debug)]
+pub(crate) struct AppendFailure {
+    pub error: io::Error,
+    pub rolled_back: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base: Offset,
+    dir: PathBuf,
+    pub(crate) log: File,
+    pub(crate) offsets: Index<OffsetEntry>,
+    pub(crate) times: Index<TimeEntry>,
+    /// Bytes of whole batches readers may see.
+    size: AtomicU64,
+    /// Largest batch max timestamp in the segment; `i64::MIN` while empty.
+    max_timestamp: AtomicI64,
+}
+
+impl Segment {
+    /// Opens the files of the segment at `base`, creating missing ones; `fresh` empties them
+    /// (a new segment). Size and max timestamp start unknown (zero, `i64::MIN`): whoever opens
+    /// an existing segment sets them with [`Segment::set_loaded`] once it has checked the files.
+    pub(crate) fn open(dir: &Path, base: Offset, fresh: bool) -> io::Result<Self> {
+        let log = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(dir.join(file_name(base, LOG_EXT)))?;
+        if fresh {
+            log.set_len(0)?;
+        }
+        Ok(Self {
+            base,
+            dir: dir.to_path_buf(),
+            log,
+            offsets: Index::open(&dir.join(file_name(base, INDEX_EXT)), fresh)?,
+            times: Index::open(&dir.join(file_name(base, TIME_INDEX_EXT)), fresh)?,
+            size: AtomicU64::new(0),
+            max_timestamp: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    pub(crate) fn base(&self) -> Offset {
+        self.base
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.dir.join(file_name(self.base, LOG_EXT))
+    }
+
+    pub(crate) fn set_loaded(&self, size: u64, max_timestamp: i64) {
+        self.size.store(size, Ordering::Release);
+        self.max_timestamp.store(max_timestamp, Ordering::Release);
+    }
+
+    /// Writes staged batches and their index entries, then makes them visible. On failure the
+    /// files are cut back to where they were, so a failed append leaves no trace.
+    pub(crate) fn append(&self, staged: &Staged) -> Result<(), AppendFailure> {
+        let size = self.size();
+        let (offsets, times) = (self.offsets.len(), self.times.len());
+        let written = (&self.log)
+            .write_all(&staged.bytes)
+            .and_then(|()| self.offsets.append(&staged.offsets))
+            .and_then(|()| self.times.append(&staged.times));
+        if let Err(error) = written {
+            let undone = self
+                .log
+                .set_len(size)
+                .and_then(|()| self.offsets.truncate(offsets))
+                .and_then(|()| self.times.truncate(times));
+            return Err(AppendFailure {
+                error,
+                rolled_back: undone.is_ok(),
+            });
+        }
+        self.max_timestamp.fetch_max(staged.max_ts, Ordering::AcqRel);
+        self.size.store(size + staged.bytes.len() as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Flushes the log's data (not its metadata beyond what reading it back needs).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.log.sync_data()
+    }
+
+    /// Flushes the log and both indexes: a sealed segment is trusted as is when reopened.
+    pub(crate) fn sync_all(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.offsets.sync()?;
+        self.times.sync()
+    }
+
+    /// Deletes the segment's files. The log goes first: index files left by a crash in
+    /// between have no log and are swept up when the partition is next opened.
+    pub(crate) fn remove_files(&self) -> io::Result<()> {
+        remove_if_present(&self.log_path())?;
+        remove_if_present(&self.dir.join(file_name(self.base, INDEX_EXT)))?;
+        remove_if_present(&self.dir.join(file_name(self.base, TIME_INDEX_EXT)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_sort_like_offsets_and_parse_back() {
+        assert_eq!(file_name(0, LOG_EXT), "00000000000000000000.log");
+        assert_eq!(file_name(1234, TIME_INDEX_EXT), "00000000000000001234.timeindex");
+        assert!(file_name(99, LOG_EXT) < file_name(100, LOG_EXT));
+        assert_eq!(parse_file_name("00000000000000001234.index"), Some((1234, "index")));
+        assert_eq!(parse_file_name("1234.log"), None);
+        assert_eq!(parse_file_name("log-start"), None);
+        assert_eq!(parse_file_name("99999999999999999999.log"), None, "beyond u64");
+    }
+}

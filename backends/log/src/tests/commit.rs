@@ -1,0 +1,102 @@
+//! What each fsync policy does, and group commit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard_storage::conformance::batch;
+use switchboard_storage::{Durability, Storage};
+
+use super::{fill, tp};
+use crate::{FsyncPolicy, LogConfig, LogStorage};
+
+async fn open(root: &std::path::Path, fsync: FsyncPolicy) -> Arc<LogStorage> {
+    let config = LogConfig {
+        fsync,
+        ..LogConfig::default()
+    };
+    Arc::new(LogStorage::open(root, config).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_appends_share_fsyncs() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("group-commit");
+    s.open_partition(&tp).await.unwrap();
+
+    let appends: Vec<_> = (0..50)
+        .map(|_| {
+            let (s, tp) = (s.clone(), tp.clone());
+            tokio::spawn(async move {
+                s.append(&tp, vec![batch(1, 100, 0)], Durability::Sync).await.unwrap()
+            })
+        })
+        .collect();
+    let mut offsets = Vec::new();
+    for append in appends {
+        offsets.push(append.await.unwrap().base_offset);
+    }
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..50).collect::<Vec<_>>());
+
+    let p = s.partition_for_test(&tp);
+    let fsyncs = p.fsyncs.load(Ordering::Relaxed);
+    assert!(fsyncs >= 1, "Sync appends must be fsynced");
+    assert!(fsyncs < 50, "50 concurrent Sync appends took {fsyncs} fsyncs");
+    assert_eq!(p.commit.durable(), 50);
+}
+
+#[tokio::test]
+async fn buffered_appends_are_not_fsynced_until_flush() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("buffered");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 10, 100, 0).await;
+    let p = s.partition_for_test(&tp);
+    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 0);
+
+    s.flush().await.unwrap();
+    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 1);
+    assert_eq!(p.commit.durable(), 10);
+    s.flush().await.unwrap();
+    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 1, "nothing new to sync");
+}
+
+#[tokio::test]
+async fn the_always_policy_fsyncs_buffered_appends_too() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::Always).await;
+    let tp = tp("always");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 3, 100, 0).await;
+    let p = s.partition_for_test(&tp);
+    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 3, "one at a time, nothing to share");
+    assert_eq!(p.commit.durable(), 3);
+}
+
+#[tokio::test]
+async fn the_never_policy_does_not_fsync_even_sync_appends() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::Never).await;
+    let tp = tp("never");
+    s.open_partition(&tp).await.unwrap();
+    s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.partition_for_test(&tp).fsyncs.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_interval_policy_syncs_buffered_appends_in_the_background() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::Interval(Duration::from_millis(10))).await;
+    let tp = tp("interval");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 5, 100, 0).await;
+    let p = s.partition_for_test(&tp);
+    tokio::time::timeout(Duration::from_secs(10), p.durable_reaches(5))
+        .await
+        .expect("the background flusher syncs within its period");
+    assert!(p.fsyncs.load(Ordering::Relaxed) >= 1);
+}

@@ -1,0 +1,62 @@
+//! Tests of the whole backend: the shared conformance suite, then this backend's own
+//! behaviours (segments, recovery, group commit, retention).
+
+mod commit;
+mod conformance;
+mod recovery;
+mod retention;
+mod segments;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use switchboard_model::{StreamName, TopicPartition};
+use switchboard_storage::Durability;
+use switchboard_storage::conformance::batch;
+
+use crate::partition::Partition;
+use crate::{FsyncPolicy, LogConfig, LogStorage, Storage, partition_dir_name};
+
+/// Small segments and a dense index, so a few appends exercise rolls and index lookups.
+fn small_config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        segment_ms: None,
+        index_interval_bytes: 256,
+        fsync: FsyncPolicy::OnSync,
+    }
+}
+
+fn tp(name: &str) -> TopicPartition {
+    TopicPartition::new(StreamName::new(name).unwrap(), 0)
+}
+
+fn partition_dir(root: &Path, tp: &TopicPartition) -> PathBuf {
+    root.join(partition_dir_name(tp))
+}
+
+/// The segment log files of a partition, oldest first.
+fn segment_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+impl LogStorage {
+    fn partition_for_test(&self, tp: &TopicPartition) -> Arc<Partition> {
+        self.partition(tp).unwrap()
+    }
+}
+
+/// Appends `count` single-record batches of `size` bytes, timestamps `ts`, `ts + 1`, ….
+async fn fill(s: &LogStorage, tp: &TopicPartition, count: i64, size: usize, ts: i64) {
+    for i in 0..count {
+        s.append(tp, vec![batch(1, size, ts + i)], Durability::Buffered)
+            .await
+            .unwrap();
+    }
+}

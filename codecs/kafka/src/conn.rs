@@ -1,0 +1,123 @@
+//! The socket loop: owns the read and write buffers, enforces the frame size limit and the
+//! idle timeout, and answers requests in order (Kafka processes one request per connection at a
+//! time, which is what keeps responses ordered).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::KafkaContext;
+use crate::dispatch::{Reply, dispatch};
+use crate::wire::{self, WireError};
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+}
+
+/// Accepts connections until `cancel` fires; each runs in `tracker`.
+pub async fn serve_listener(
+    ctx: Arc<KafkaContext>,
+    listener: TcpListener,
+    limits: ConnLimits,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "kafka accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = limits.max_connections, "kafka connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+        let span = tracing::info_span!("kafka_conn", %peer);
+        tracker.spawn(
+            async move {
+                ctx.metrics.connections.inc();
+                if let Err(reason) = serve_connection(&ctx, stream, cancel).await {
+                    ctx.metrics.closed_bad_input.inc();
+                    tracing::warn!(%reason, "closing kafka connection");
+                }
+                ctx.metrics.connections.dec();
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Why a connection was closed by us.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("idle for longer than {0:?}")]
+    Idle(Duration),
+}
+
+async fn serve_connection(ctx: &KafkaContext, mut stream: TcpStream, cancel: CancellationToken) -> Result<(), Close> {
+    // 8 KiB covers most requests in one read; large produce requests grow the buffer.
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let idle = ctx.settings.idle_timeout;
+    loop {
+        while let Some(frame) = wire::next_frame(&mut buf, ctx.settings.max_frame_size)? {
+            ctx.metrics.bytes_in.inc_by(frame.len() as u64 + 4);
+            let reply = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                r = dispatch(ctx, frame) => r?,
+            };
+            if let Reply::Frame(out) = reply {
+                ctx.metrics.bytes_out.inc_by(out.len() as u64);
+                if stream.write_all(&out).await.is_err() {
+                    return Ok(()); // the client went away: not an error
+                }
+            }
+        }
+        let read = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(idle, stream.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Err(_) => return Err(Close::Idle(idle)),
+            Ok(Ok(0)) => {
+                if !buf.is_empty() {
+                    tracing::debug!(pending = buf.len(), "client closed mid-frame");
+                }
+                return Ok(());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "kafka read failed");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Addresses for logs.
+pub fn describe(addr: &SocketAddr) -> String {
+    addr.to_string()
+}

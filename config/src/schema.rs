@@ -1,0 +1,214 @@
+//! The typed configuration. `default.toml` documents every key; the doc comments here say what
+//! the code that reads a value may rely on.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{HumanDuration, Limit, Size};
+
+/// The whole configuration of one broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Local directory for the native log and the metadata store.
+    pub data_dir: PathBuf,
+    /// This broker's id in the cluster; the Kafka broker id.
+    pub node_id: u64,
+    /// Name of the cluster; the Kafka cluster id.
+    pub cluster_id: String,
+    pub kafka: KafkaConfig,
+    pub admin: AdminConfig,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub meta: MetaConfig,
+    pub log: LogConfig,
+}
+
+/// `[kafka]`: the Kafka front end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Host given to clients in Metadata responses; see [`KafkaConfig::advertised_host`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic; at least 1.
+    pub default_partitions: u32,
+    /// Largest accepted request frame; not zero.
+    pub max_frame_size: Size,
+    /// Most open client connections; at least 1.
+    pub max_connections: usize,
+    pub idle_timeout: HumanDuration,
+    pub group_initial_rebalance_delay: HumanDuration,
+    /// At most `group_max_session_timeout`.
+    pub group_min_session_timeout: HumanDuration,
+    pub group_max_session_timeout: HumanDuration,
+}
+
+impl KafkaConfig {
+    /// The host to advertise to clients: `advertised_host` when set, else the IP of `listen`,
+    /// or 127.0.0.1 when `listen` is the unspecified address (`0.0.0.0` or `[::]`), which no client
+    /// can connect to.
+    pub fn advertised_host(&self) -> String {
+        if let Some(host) = &self.advertised_host {
+            return host.clone();
+        }
+        match self.listen.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST).to_string(),
+            ip => ip.to_string(),
+        }
+    }
+}
+
+/// `[admin]`: the admin HTTP endpoint (/metrics, /healthz, API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+/// `[storage]`: where streams are stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Backend URL; empty means the default, see [`Config::storage_url`].
+    pub url: String,
+    pub log: StorageLogConfig,
+}
+
+/// `[storage.log]`: the native segment log (`file://`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageLogConfig {
+    /// Roll a segment at this size; not zero.
+    pub segment_size: Size,
+    pub segment_age: HumanDuration,
+    /// Bytes between offset index entries; not zero.
+    pub index_interval: Size,
+    pub fsync: FsyncPolicy,
+    /// Period of the background flush under [`FsyncPolicy::Interval`]; not zero then.
+    pub fsync_interval: HumanDuration,
+}
+
+/// When the native log flushes written data to disk. Written in kebab case in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FsyncPolicy {
+    /// Before acknowledging a Kafka produce with acks=all; concurrent writes share one fsync.
+    OnAckAll,
+    /// After every write, before acknowledging it.
+    Always,
+    /// Every `fsync_interval`, in the background.
+    Interval,
+    /// Never explicitly; left to the operating system.
+    Never,
+}
+
+/// `[retention]`: when old records are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub max_age: Limit<HumanDuration>,
+    /// Per partition.
+    pub max_size: Limit<Size>,
+    /// Not zero.
+    pub check_interval: HumanDuration,
+}
+
+/// `[meta]`: the metadata (Raft) store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// See [`Config::meta_dir`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `[log]`: the broker's own logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. "info,switchboard_kafka=debug".
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The storage backend URL: `storage.url`, or `file://<data_dir>/streams` when that is
+    /// empty. A relative `data_dir` stays relative (`file://./data/streams`): the backend
+    /// resolves it against the working directory, like every other path in the config.
+    pub fn storage_url(&self) -> String {
+        if self.storage.url.is_empty() {
+            format!("file://{}", self.data_dir.join("streams").display())
+        } else {
+            self.storage.url.clone()
+        }
+    }
+
+    /// The metadata store's directory: `meta.dir`, or `<data_dir>/meta` when absent.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.meta
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("meta"))
+    }
+
+    /// The configuration as TOML, every key present: what `switchboard config --effective`
+    /// would print. Loading the output gives back an equal `Config`.
+    pub fn to_toml(&self) -> String {
+        // Every field serializes to a TOML string, integer, boolean or table, and paths come
+        // from UTF-8 text, so serialization cannot fail; the round-trip test covers it.
+        toml::to_string(self).expect("a Config always serializes to TOML")
+    }
+
+    /// Checks that hold between keys or that a type cannot express. On failure, the dotted key
+    /// to blame and why.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        let kafka = &self.kafka;
+        let log = &self.storage.log;
+        let nonzero = [
+            (
+                "kafka.default_partitions",
+                u64::from(kafka.default_partitions),
+            ),
+            ("kafka.max_frame_size", kafka.max_frame_size.bytes()),
+            ("kafka.max_connections", kafka.max_connections as u64),
+            ("storage.log.segment_size", log.segment_size.bytes()),
+            ("storage.log.index_interval", log.index_interval.bytes()),
+        ];
+        if let Some((key, _)) = nonzero.iter().find(|(_, value)| *value == 0) {
+            return Err((key, "must not be zero".into()));
+        }
+        if self.retention.check_interval.get().is_zero() {
+            return Err(("retention.check_interval", "must not be zero".into()));
+        }
+        if log.fsync == FsyncPolicy::Interval && log.fsync_interval.get().is_zero() {
+            return Err((
+                "storage.log.fsync_interval",
+                "must not be zero when fsync = \"interval\"".into(),
+            ));
+        }
+        if kafka.group_min_session_timeout > kafka.group_max_session_timeout {
+            return Err((
+                "kafka.group_min_session_timeout",
+                format!(
+                    "{} is more than kafka.group_max_session_timeout ({})",
+                    kafka.group_min_session_timeout, kafka.group_max_session_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! The router: where a publish goes and who is woken when it lands.
+//!
+//! It joins the replicated routing table ([`meta::MetaStore`] over [`table::RoutingTable`]) with
+//! a storage backend. Front ends call [`Router::append`] and [`Router::read`]; fetches that find
+//! nothing new park on a [`Waiter`] and are woken by the next append, never by polling.
+
+pub mod meta;
+mod partition;
+pub mod producers;
+mod retention;
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchboard_model::{Offset, PartitionId, RecordBatch, StreamName, TopicPartition};
+use switchboard_storage::{Appended, Bounds, Durability, ReadChunk, SharedStorage, StorageError};
+
+pub use meta::{MetaError, MetaStore};
+pub use partition::Waiter;
+use partition::PartitionHandle;
+use producers::SequenceCheck;
+pub use retention::{RetentionDefaults, spawn_retention};
+pub use table::{Applied, Command, CommittedOffset, OffsetCommit, Rejection, StreamMeta};
+
+/// Errors of the routing layer, each mapped by front ends to their protocol's own code.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("stream {0} does not exist")]
+    UnknownStream(StreamName),
+    #[error("partition {0} does not exist")]
+    UnknownPartition(TopicPartition),
+    #[error("out-of-order sequence from producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id} epoch {got} is older than the current epoch {current}")]
+    StaleProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
+    #[error("metadata change refused: {0}")]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl RouterError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Meta(e) => e.is_retryable(),
+            Self::Storage(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+pub type RouterResult<T> = Result<T, RouterError>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The publish and subscribe path shared by every front end.
+pub struct Router {
+    meta: MetaStore,
+    storage: SharedStorage,
+    partitions: Mutex<HashMap<TopicPartition, Arc<PartitionHandle>>>,
+}
+
+impl Router {
+    pub fn new(meta: MetaStore, storage: SharedStorage) -> Arc<Self> {
+        Arc::new(Self {
+            meta,
+            storage,
+            partitions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<TopicPartition, Arc<PartitionHandle>>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stream(&self, name: &StreamName) -> Option<StreamMeta> {
+        self.meta.read(|t| t.stream(name).cloned())
+    }
+
+    pub fn streams(&self) -> Vec<StreamMeta> {
+        self.meta.read(|t| t.streams().cloned().collect())
+    }
+
+    /// The handle of an existing partition, opening it in storage on first use.
+    async fn partition(&self, tp: &TopicPartition) -> RouterResult<Arc<PartitionHandle>> {
+        if let Some(h) = self.handles().get(tp) {
+            return Ok(h.clone());
+        }
+        let meta = self
+            .stream(&tp.stream)
+            .ok_or_else(|| RouterError::UnknownStream(tp.stream.clone()))?;
+        if tp.partition >= meta.partitions {
+            return Err(RouterError::UnknownPartition(tp.clone()));
+        }
+        let bounds = self.storage.open_partition(tp).await?;
+        let mut handles = self.handles();
+        let h = handles
+            .entry(tp.clone())
+            .or_insert_with(|| Arc::new(PartitionHandle::new(bounds.high_watermark)));
+        Ok(h.clone())
+    }
+
+    /// Creates a stream and its partitions.
+    pub async fn create_stream(
+        &self,
+        name: StreamName,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    ) -> RouterResult<StreamMeta> {
+        let id = topic_id(&name);
+        let cmd = Command::CreateStream {
+            name,
+            id,
+            partitions,
+            config,
+            created_ms: now_ms(),
+        };
+        let meta = self.expect_stream(self.meta.propose(cmd).await?)?;
+        for p in 0..meta.partitions {
+            self.storage
+                .open_partition(&TopicPartition::new(meta.name.clone(), p))
+                .await?;
+        }
+        Ok(meta)
+    }
+
+    pub async fn delete_stream(&self, name: &StreamName) -> RouterResult<()> {
+        let cmd = Command::DeleteStream { name: name.clone() };
+        let meta = self.expect_stream(self.meta.propose(cmd).await?)?;
+        for p in 0..meta.partitions {
+            let tp = TopicPartition::new(name.clone(), p);
+            if let Some(h) = self.handles().remove(&tp) {
+                h.wake_all();
+            }
+            self.storage.remove_partition(&tp).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn add_partitions(&self, name: &StreamName, total: u32) -> RouterResult<StreamMeta> {
+        let cmd = Command::AddPartitions { name: name.clone(), total };
+        let meta = self.expect_stream(self.meta.propose(cmd).await?)?;
+        for p in 0..meta.partitions {
+            self.storage
+                .open_partition(&TopicPartition::new(name.clone(), p))
+                .await?;
+        }
+        Ok(meta)
+    }
+
+    pub async fn alter_config(
+        &self,
+        name: &StreamName,
+        changes: Vec<(String, Option<String>)>,
+    ) -> RouterResult<StreamMeta> {
+        let cmd = Command::AlterConfig { name: name.clone(), changes };
+        self.expect_stream(self.meta.propose(cmd).await?)
+    }
+
+    fn expect_stream(&self, applied: Applied) -> RouterResult<StreamMeta> {
+        match applied {
+            Applied::Stream(m) => Ok(m),
+            Applied::Rejected(r) => Err(r.into()),
+            other => Err(RouterError::Meta(MetaError::Corrupt(format!(
+                "unexpected answer {other:?}"
+            )))),
+        }
+    }
+
+    /// Appends batches to one partition. Idempotent-producer retries are answered with their
+    /// original offsets; with [`Durability::Sync`] the call returns once the data is durable.
+    /// Waiting fetches are woken as soon as the data is readable.
+    pub async fn append(
+        &self,
+        tp: &TopicPartition,
+        batches: Vec<RecordBatch>,
+        durability: Durability,
+    ) -> RouterResult<Appended> {
+        let handle = self.partition(tp).await?;
+        let appended = {
+            let mut producers = handle.producers.lock().await;
+            let mut fresh = Vec::with_capacity(batches.len());
+            let mut duplicate = None;
+            for b in batches {
+                match producers.check(b.header()) {
+                    SequenceCheck::Append => fresh.push(b),
+                    SequenceCheck::Duplicate { base_offset, last_offset } => {
+                        duplicate = Some(Appended { base_offset, last_offset });
+                    }
+                    SequenceCheck::OutOfOrder { expected, got } => {
+                        return Err(RouterError::OutOfOrderSequence {
+                            producer_id: b.header().producer_id,
+                            expected,
+                            got,
+                        });
+                    }
+                    SequenceCheck::StaleEpoch { current, got } => {
+                        return Err(RouterError::StaleProducerEpoch {
+                            producer_id: b.header().producer_id,
+                            current,
+                            got,
+                        });
+                    }
+                }
+            }
+            if fresh.is_empty() {
+                if let Some(d) = duplicate {
+                    return Ok(d);
+                }
+            }
+            let headers: Vec<_> = fresh.iter().map(|b| *b.header()).collect();
+            let appended = self.storage.append(tp, fresh, Durability::Buffered).await?;
+            let mut at = appended.base_offset;
+            for h in &headers {
+                producers.record(h, at);
+                at += h.offset_count();
+            }
+            handle.advance(appended.last_offset + 1);
+            appended
+        };
+        if durability == Durability::Sync {
+            self.storage.sync(tp).await?;
+        }
+        Ok(appended)
+    }
+
+    pub async fn read(
+        &self,
+        tp: &TopicPartition,
+        from: Offset,
+        max_bytes: usize,
+    ) -> RouterResult<ReadChunk> {
+        self.partition(tp).await?;
+        Ok(self.storage.read(tp, from, max_bytes).await?)
+    }
+
+    pub async fn bounds(&self, tp: &TopicPartition) -> RouterResult<Bounds> {
+        self.partition(tp).await?;
+        Ok(self.storage.bounds(tp).await?)
+    }
+
+    /// Registers `waiter` to be woken by the next append to `tp`.
+    pub async fn watch(&self, tp: &TopicPartition, waiter: &Waiter) -> RouterResult<()> {
+        self.partition(tp).await?.register(waiter);
+        Ok(())
+    }
+
+    pub async fn offset_for_timestamp(
+        &self,
+        tp: &TopicPartition,
+        timestamp_ms: i64,
+    ) -> RouterResult<Option<(Offset, i64)>> {
+        self.partition(tp).await?;
+        Ok(self.storage.offset_for_timestamp(tp, timestamp_ms).await?)
+    }
+
+    pub async fn delete_before(&self, tp: &TopicPartition, offset: Offset) -> RouterResult<Offset> {
+        self.partition(tp).await?;
+        Ok(self.storage.delete_before(tp, offset).await?)
+    }
+
+    pub async fn allocate_producer_id(&self) -> RouterResult<i64> {
+        match self.meta.propose(Command::AllocateProducerId).await? {
+            Applied::ProducerId(id) => Ok(id),
+            Applied::Rejected(r) => Err(r.into()),
+            other => Err(RouterError::Meta(MetaError::Corrupt(format!(
+                "unexpected answer {other:?}"
+            )))),
+        }
+    }
+
+    pub async fn commit_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> RouterResult<()> {
+        let cmd = Command::CommitOffsets { group: group.to_owned(), offsets };
+        match self.meta.propose(cmd).await? {
+            Applied::Rejected(r) => Err(r.into()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn committed(&self, group: &str, stream: &StreamName, p: PartitionId) -> Option<CommittedOffset> {
+        self.meta.read(|t| t.committed(group, stream, p).cloned())
+    }
+
+    pub async fn delete_group(&self, group: &str) -> RouterResult<()> {
+        match self.meta.propose(Command::DeleteGroup { group: group.to_owned() }).await? {
+            Applied::Rejected(r) => Err(r.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes everything acknowledged durable; called on shutdown.
+    pub async fn flush(&self) -> RouterResult<()> {
+        Ok(self.storage.flush().await?)
+    }
+}
+
+/// A topic id that is unique in practice: the name hashed with the creation time and a
+/// process-random seed (std's `RandomState`), so a re-created topic gets a new id.
+fn topic_id(name: &StreamName) -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = 0u128;
+    for round in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write(name.as_str().as_bytes());
+        h.write_i64(now_ms());
+        h.write_u8(round);
+        id = (id << 64) | u128::from(h.finish());
+    }
+    id
+}
+
+/// How long a fetch may wait at most, whatever the client asks (bounded waits only).
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
