@@ -1,6 +1,8 @@
 //! `switchboard`: the server binary and its small admin CLI.
 
 mod admin;
+#[cfg(target_os = "linux")]
+mod alloc;
 mod cli;
 mod serve;
 mod storage;
@@ -8,6 +10,10 @@ mod storage;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: alloc::Guarded = alloc::Guarded;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -107,7 +107,16 @@ impl Partition {
                     // After a failed fsync the page cache may have dropped dirty data, so a later
                     // fsync succeeding would prove nothing: stop here.
                     self.check_healthy()?;
-                    claim.synced = Some(self.sync_active().await?);
+                    let synced = self.sync_active().await?;
+                    claim.synced = Some(synced);
+                    if synced < upto {
+                        // Callers only wait for offsets already written; rather than spin on
+                        // fsyncs that cannot get there, say so.
+                        return Err(StorageError::Unavailable(format!(
+                            "offset {upto} of {} was never written",
+                            self.tp
+                        )));
+                    }
                 }
                 Turn::Wait => {
                     self.check_healthy()?;

@@ -290,7 +290,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.timeindex");
         let idx = Index::<TimeEntry>::open(&path, true).unwrap();
-        idx.append(&[TimeEntry { ts: -5, rel: 1 }, TimeEntry { ts: 7, rel: 9 }]).unwrap();
+        idx.append(&[TimeEntry { ts: -5, rel: 1 }, TimeEntry { ts: 7, rel: 9 }])
+            .unwrap();
         drop(idx);
         let again = Index::<TimeEntry>::open(&path, false).unwrap();
         assert!(again.is_whole());

@@ -57,7 +57,11 @@ struct Inner {
     lifecycle: tokio::sync::Mutex<()>,
 }
 
-/// The native log backend.
+/// The native log backend: one directory per partition under a root.
+///
+/// When `append` returns, its batches are in the segment file (written with `write(2)`),
+/// readable, and safe from the process being killed; whether they are also safe from the
+/// machine crashing is the [`FsyncPolicy`]'s to say.
 pub struct LogStorage {
     inner: Arc<Inner>,
     /// The periodic flusher of [`FsyncPolicy::Interval`].
@@ -78,7 +82,10 @@ fn parse_partition_dir(name: &str) -> Option<TopicPartition> {
     if !partition.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(TopicPartition::new(StreamName::new(stream).ok()?, partition.parse().ok()?))
+    Some(TopicPartition::new(
+        StreamName::new(stream).ok()?,
+        partition.parse().ok()?,
+    ))
 }
 
 /// Opens every partition under `root`. A partition that fails to open is logged and left out,
@@ -94,7 +101,11 @@ fn load_all(root: &Path, config: &Arc<LogConfig>) -> StorageResult<Partitions> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(DELETING_SUFFIX) {
-            fs::remove_dir_all(entry.path())?;
+            // Finishes a removal a crash interrupted; garbage that will not go is no reason
+            // to keep every partition offline.
+            if let Err(e) = fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = name, "could not delete a removed partition: {e}");
+            }
             continue;
         }
         let Some(tp) = parse_partition_dir(name) else {
@@ -266,6 +277,11 @@ impl Storage for LogStorage {
         now_ms: i64,
     ) -> StorageResult<Offset> {
         self.partition(tp)?.apply_retention(retention, now_ms).await
+    }
+
+    /// Group commit: concurrent callers share the fsync that covers them all.
+    async fn sync(&self, tp: &TopicPartition) -> StorageResult<()> {
+        self.partition(tp)?.sync_appended().await
     }
 
     async fn flush(&self) -> StorageResult<()> {

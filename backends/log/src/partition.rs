@@ -13,9 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchboard_model::{BatchError, Offset, RecordBatch, TopicPartition};
-use switchboard_storage::{
-    Appended, Bounds, Durability, ReadChunk, StorageError, StorageResult,
-};
+use switchboard_storage::{Appended, Bounds, Durability, ReadChunk, StorageError, StorageResult};
 
 use crate::commit::GroupCommit;
 use crate::config::{LogConfig, MAX_SEGMENT_BYTES};
@@ -155,25 +153,27 @@ impl Partition {
         batches: Vec<RecordBatch>,
         durability: Durability,
     ) -> StorageResult<Appended> {
-        let appended = self.with_writer(|p, w| p.append_locked(w, batches)).await?;
-        // The writer is free again: the next appends write while this one waits, and one
-        // fsync covers them all.
-        if self.config.fsync.waits_for(durability) && appended.last_offset >= appended.base_offset
-        {
-            self.wait_durable(appended.last_offset + 1).await?;
-        }
-        Ok(appended)
-    }
-
-    fn append_locked(&self, w: &mut Writer, batches: Vec<RecordBatch>) -> StorageResult<Appended> {
-        self.check_healthy()?;
-        let next = self.view().next;
         if batches.is_empty() {
+            // Nothing to place or to sync; answer as the memory backend does.
+            let next = self.view().next;
             return Ok(Appended {
                 base_offset: next,
                 last_offset: next.saturating_sub(1),
             });
         }
+        let appended = self.with_writer(|p, w| p.append_locked(w, batches)).await?;
+        // The writer is free again: the next appends write while this one waits, and one
+        // fsync covers them all.
+        if self.config.fsync.waits_for(durability) {
+            self.wait_durable(appended.last_offset + 1).await?;
+        }
+        Ok(appended)
+    }
+
+    /// Writes a non-empty list of batches at the high watermark.
+    fn append_locked(&self, w: &mut Writer, batches: Vec<RecordBatch>) -> StorageResult<Appended> {
+        self.check_healthy()?;
+        let next = self.view().next;
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let offsets: u64 = batches.iter().map(|b| b.header().offset_count()).sum();
         check_append_limits(bytes, offsets)?;
@@ -187,7 +187,10 @@ impl Partition {
         if let Err(failure) = active.append(&staged) {
             w.indexer = before;
             if !failure.rolled_back {
-                self.poison(format!("a failed append could not be undone: {}", failure.error));
+                self.poison(format!(
+                    "a failed append could not be undone: {}",
+                    failure.error
+                ));
             }
             return Err(failure.error.into());
         }
@@ -275,7 +278,11 @@ impl Partition {
                     bounds,
                 });
             }
-            let segment = view.segments.range(..=from).next_back().map(|(_, s)| s.clone());
+            let segment = view
+                .segments
+                .range(..=from)
+                .next_back()
+                .map(|(_, s)| s.clone());
             (segment, bounds)
         };
         let tp = self.tp.clone();

@@ -48,7 +48,10 @@ impl Walk<'_> {
         if h.total_len() as u64 > self.end - self.pos {
             return Err(self.corrupt("batch runs past the end of the segment".into()));
         }
-        if self.expect.is_some_and(|want| want != h.base_offset as Offset) {
+        if self
+            .expect
+            .is_some_and(|want| want != h.base_offset as Offset)
+        {
             return Err(self.corrupt(format!(
                 "batch has base offset {} where {:?} was expected",
                 h.base_offset, self.expect
@@ -99,7 +102,10 @@ impl Segment {
         if pos > self.size() {
             return Err(StorageError::Corrupt {
                 tp: tp.clone(),
-                reason: format!("offset index of segment {} points past its end", self.base()),
+                reason: format!(
+                    "offset index of segment {} points past its end",
+                    self.base()
+                ),
             });
         }
         Ok(pos)

@@ -72,7 +72,10 @@ pub(crate) fn scan(log: &File, base: Offset, len: u64, interval: u32) -> io::Res
         let total = h.total_len() as u64;
         let last = out.next + h.offset_count() - 1;
         let problem = if h.base_offset != out.next as i64 {
-            Some(format!("base offset {} where {} was expected", h.base_offset, out.next))
+            Some(format!(
+                "base offset {} where {} was expected",
+                h.base_offset, out.next
+            ))
         } else if total > left {
             Some(format!("a batch of {total} bytes with {left} left"))
         } else if h.last_offset_delta < 0
@@ -100,7 +103,9 @@ pub(crate) fn scan(log: &File, base: Offset, len: u64, interval: u32) -> io::Res
             break;
         }
         let rel = (out.next - base) as u32;
-        let (o, t) = out.indexer.on_batch(rel, pos as u32, total, h.max_timestamp);
+        let (o, t) = out
+            .indexer
+            .on_batch(rel, pos as u32, total, h.max_timestamp);
         out.offsets.extend(o);
         out.times.extend(t);
         out.max_ts = out.max_ts.max(h.max_timestamp);

@@ -34,7 +34,8 @@ pub(crate) fn read_log_start(dir: &Path, tp: &TopicPartition) -> StorageResult<O
 
 impl Partition {
     pub(crate) async fn delete_before(self: &Arc<Self>, offset: Offset) -> StorageResult<Offset> {
-        self.with_writer(move |p, _| p.delete_before_locked(offset)).await
+        self.with_writer(move |p, _| p.delete_before_locked(offset))
+            .await
     }
 
     fn delete_before_locked(&self, offset: Offset) -> StorageResult<Offset> {
@@ -73,7 +74,8 @@ impl Partition {
         retention: Retention,
         now_ms: i64,
     ) -> StorageResult<Offset> {
-        self.with_writer(move |p, w| p.apply_retention_locked(w, retention, now_ms)).await
+        self.with_writer(move |p, w| p.apply_retention_locked(w, retention, now_ms))
+            .await
     }
 
     /// Deletes the oldest segments while the rest still hold `max_bytes`, or while all their
@@ -98,7 +100,9 @@ impl Partition {
         let mut remaining: u64 = segments.iter().map(|s| s.1).sum();
         let mut doomed = Vec::new();
         for (base, size, max_ts) in segments {
-            let too_big = retention.max_bytes.is_some_and(|max| remaining - size >= max);
+            let too_big = retention
+                .max_bytes
+                .is_some_and(|max| remaining - size >= max);
             let too_old = cutoff.is_some_and(|cutoff| max_ts < cutoff);
             if size == 0 || !(too_big || too_old) {
                 break;

@@ -131,8 +131,10 @@ impl Segment {
                 rolled_back: undone.is_ok(),
             });
         }
-        self.max_timestamp.fetch_max(staged.max_ts, Ordering::AcqRel);
-        self.size.store(size + staged.bytes.len() as u64, Ordering::Release);
+        self.max_timestamp
+            .fetch_max(staged.max_ts, Ordering::AcqRel);
+        self.size
+            .store(size + staged.bytes.len() as u64, Ordering::Release);
         Ok(())
     }
 
@@ -164,11 +166,21 @@ mod tests {
     #[test]
     fn file_names_sort_like_offsets_and_parse_back() {
         assert_eq!(file_name(0, LOG_EXT), "00000000000000000000.log");
-        assert_eq!(file_name(1234, TIME_INDEX_EXT), "00000000000000001234.timeindex");
+        assert_eq!(
+            file_name(1234, TIME_INDEX_EXT),
+            "00000000000000001234.timeindex"
+        );
         assert!(file_name(99, LOG_EXT) < file_name(100, LOG_EXT));
-        assert_eq!(parse_file_name("00000000000000001234.index"), Some((1234, "index")));
+        assert_eq!(
+            parse_file_name("00000000000000001234.index"),
+            Some((1234, "index"))
+        );
         assert_eq!(parse_file_name("1234.log"), None);
         assert_eq!(parse_file_name("log-start"), None);
-        assert_eq!(parse_file_name("99999999999999999999.log"), None, "beyond u64");
+        assert_eq!(
+            parse_file_name("99999999999999999999.log"),
+            None,
+            "beyond u64"
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! [`MetaError::NoLeader`].
 
 mod network;
+mod registry;
 mod state_machine;
 mod store;
 #[cfg(test)]
@@ -47,9 +48,6 @@ openraft::declare_raft_types!(
 
 /// The node id of the default single-node group.
 pub const DEFAULT_NODE_ID: u64 = 1;
-
-/// How long `shutdown` waits for the Raft tasks to let go of the database file.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +147,9 @@ pub struct MetaStore {
     table: Arc<RwLock<RoutingTable>>,
     /// Reports (by closing) when the Raft tasks have dropped the database.
     db_closed: watch::Receiver<()>,
+    /// Shared by all clones; when the last one goes, the Raft node stops (openraft stops when
+    /// every `Raft` handle is dropped) and the directory can be reopened.
+    live: Arc<()>,
 }
 
 impl MetaStore {
@@ -176,7 +177,10 @@ impl MetaStore {
         let started = Instant::now();
         let config = Arc::new(options.raft_config()?);
         let voters = options.voters()?;
-        let (db, db_closed, snapshot) = open_db(dir, options.node_id).await?;
+        std::fs::create_dir_all(dir)?;
+        let dir = std::fs::canonicalize(dir)?;
+        registry::wait_released(&dir).await?;
+        let (db, db_closed, snapshot) = open_db(&dir, options.node_id).await?;
 
         let table = Arc::new(RwLock::new(RoutingTable::default()));
         let sm =
@@ -188,12 +192,14 @@ impl MetaStore {
             raft,
             table,
             db_closed,
+            live: Arc::new(()),
         };
         if let Err(e) = store.start(voters, options.ready_timeout).await {
             // Free the directory so that a retry can open it.
             let _ = store.shutdown().await;
             return Err(e);
         }
+        registry::register(dir.clone(), &store.live, store.db_closed.clone());
         tracing::info!(
             node_id = options.node_id,
             dir = %dir.display(),
@@ -227,7 +233,7 @@ impl MetaStore {
             metrics
                 .wait_for(|m| m.running_state.is_err() || is_ready(m))
                 .await
-                .map(|m| m.running_state.clone())
+                .map(|m| m.running_state.as_ref().err().map(|e| fatal(e.clone())))
         })
         .await;
         match waited {
@@ -235,8 +241,8 @@ impl MetaStore {
                 "no leader elected within {timeout:?}"
             ))),
             Ok(Err(_)) => Err(MetaError::Closed),
-            Ok(Ok(Err(e))) => Err(fatal(e)),
-            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Some(stopped))) => Err(stopped),
+            Ok(Ok(None)) => Ok(()),
         }
     }
 
@@ -269,13 +275,7 @@ impl MetaStore {
             .shutdown()
             .await
             .map_err(|e| MetaError::Consensus(format!("raft task failed: {e}")))?;
-        let mut closed = self.db_closed.clone();
-        tokio::time::timeout(RELEASE_TIMEOUT, async {
-            // Nothing is ever sent: `changed` fails once the sender (held by the db) is gone.
-            while closed.changed().await.is_ok() {}
-        })
-        .await
-        .map_err(|_| MetaError::Consensus("database still in use after shutdown".into()))
+        registry::wait_closed(self.db_closed.clone()).await
     }
 }
 
@@ -302,7 +302,6 @@ async fn open_db(
     dir: &Path,
     node_id: u64,
 ) -> Result<(Arc<Db>, watch::Receiver<()>, Option<StoredSnapshot>), MetaError> {
-    std::fs::create_dir_all(dir)?;
     let path = dir.join("meta.redb");
     let dir = dir.to_path_buf();
     let db_err = |reason: String| MetaError::Database {

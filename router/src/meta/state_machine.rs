@@ -44,10 +44,8 @@ impl StoredSnapshot {
 
     /// Stores this snapshot as the current one. Unless `replace` is set, a snapshot that is not
     /// newer than the stored one is dropped: a build that raced an install must not win.
-    async fn save(&self, db: &Arc<Db>, replace: bool) -> Result<(), DbError> {
+    async fn save(self, db: &Arc<Db>, replace: bool) -> Result<Self, DbError> {
         let meta_bytes = encode("snapshot meta", &self.meta)?;
-        let data = self.data.clone();
-        let last = self.meta.last_log_id;
         db.write(Durability::Immediate, move |txn| {
             let mut t = txn.open_table(SNAPSHOT)?;
             let stored_last = match t.get(SNAPSHOT_META)? {
@@ -56,11 +54,11 @@ impl StoredSnapshot {
                     .and_then(|m| m.last_log_id),
                 None => None,
             };
-            if replace || stored_last < last {
+            if replace || stored_last < self.meta.last_log_id {
                 t.insert(SNAPSHOT_META, meta_bytes.as_slice())?;
-                t.insert(SNAPSHOT_DATA, data.as_slice())?;
+                t.insert(SNAPSHOT_DATA, self.data.as_slice())?;
             }
-            Ok(())
+            Ok(self)
         })
         .await
     }
@@ -204,7 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored = tokio::task::spawn_blocking(move || StoredSnapshot::load(&db))
             .await
             .map_err(|e| DbError::Task(e.to_string()))
-            .and_then(|r| r)
+            .and_then(|loaded| loaded)
             .map_err(|e| sm_read_err(&e))?;
         Ok(stored.map(StoredSnapshot::into_snapshot))
     }
@@ -233,10 +231,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             },
             data: std::mem::take(&mut self.data),
         };
-        stored
+        let meta = stored.meta.clone();
+        let saved = stored
             .save(&self.db, false)
             .await
-            .map_err(|e| snapshot_write_err(&stored.meta, &e))?;
-        Ok(stored.into_snapshot())
+            .map_err(|e| snapshot_write_err(&meta, &e))?;
+        Ok(saved.into_snapshot())
     }
 }

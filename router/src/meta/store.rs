@@ -59,7 +59,7 @@ pub(super) struct Db {
 #[derive(Debug, thiserror::Error)]
 pub(super) enum DbError {
     #[error(transparent)]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error("cannot decode {what}: {source}")]
     Decode {
         what: String,
@@ -74,11 +74,26 @@ pub(super) enum DbError {
     Task(String),
 }
 
-impl DbError {
-    fn redb(e: impl Into<redb::Error>) -> Self {
-        Self::Redb(e.into())
-    }
+/// redb has one error type per operation; all of them become a boxed `redb::Error` (it is
+/// large, and errors are rare).
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                Self::Redb(Box::new(e.into()))
+            }
+        }
+    )*};
 }
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 fn decode<T: DeserializeOwned>(what: impl Into<String>, bytes: &[u8]) -> Result<T, DbError> {
     serde_json::from_slice(bytes).map_err(|source| DbError::Decode {
@@ -96,12 +111,12 @@ impl Db {
     /// readers never see a missing table. Returns the handle and a receiver that reports when
     /// the handle has been dropped.
     pub(super) fn open(dir: &Path) -> Result<(Arc<Self>, watch::Receiver<()>), DbError> {
-        let db = Database::create(dir.join("meta.redb")).map_err(DbError::redb)?;
-        let txn = db.begin_write().map_err(DbError::redb)?;
-        txn.open_table(LOG).map_err(DbError::redb)?;
-        txn.open_table(STATE).map_err(DbError::redb)?;
-        txn.open_table(SNAPSHOT).map_err(DbError::redb)?;
-        txn.commit().map_err(DbError::redb)?;
+        let db = Database::create(dir.join("meta.redb"))?;
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(STATE)?;
+        txn.open_table(SNAPSHOT)?;
+        txn.commit()?;
         let (alive, closed) = watch::channel(());
         Ok((Arc::new(Self { db, _alive: alive }), closed))
     }
@@ -126,9 +141,9 @@ impl Db {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, DbError> {
-        let txn = self.db.begin_read().map_err(DbError::redb)?;
-        let t = txn.open_table(table).map_err(DbError::redb)?;
-        match t.get(key).map_err(DbError::redb)? {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        match t.get(key)? {
             Some(v) => decode(key, v.value()).map(Some),
             None => Ok(None),
         }
@@ -140,23 +155,21 @@ impl Db {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(DbError::redb)?;
-        let t = txn.open_table(table).map_err(DbError::redb)?;
-        Ok(t.get(key)
-            .map_err(DbError::redb)?
-            .map(|v| v.value().to_vec()))
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Runs `f` in one write transaction and commits it with `durability`, on this thread.
     fn write_now<T>(
         &self,
         durability: Durability,
-        f: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let mut txn = self.db.begin_write().map_err(DbError::redb)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(durability);
         let out = f(&txn)?;
-        txn.commit().map_err(DbError::redb)?;
+        txn.commit()?;
         Ok(out)
     }
 
@@ -169,7 +182,7 @@ impl Db {
     ) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, DbError> + Send + 'static,
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.write_now(durability, f))
@@ -198,20 +211,20 @@ impl LogStore {
     }
 
     fn entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, DbError> {
-        let txn = self.db.db.begin_read().map_err(DbError::redb)?;
-        let t = txn.open_table(LOG).map_err(DbError::redb)?;
+        let txn = self.db.db.begin_read()?;
+        let t = txn.open_table(LOG)?;
         let mut out = Vec::new();
-        for row in t.range::<u64>(range).map_err(DbError::redb)? {
-            let (k, v) = row.map_err(DbError::redb)?;
+        for row in t.range::<u64>(range)? {
+            let (k, v) = row?;
             out.push(decode(format!("log entry {}", k.value()), v.value())?);
         }
         Ok(out)
     }
 
     fn last_entry(&self) -> Result<Option<Entry>, DbError> {
-        let txn = self.db.db.begin_read().map_err(DbError::redb)?;
-        let t = txn.open_table(LOG).map_err(DbError::redb)?;
-        match t.last().map_err(DbError::redb)? {
+        let txn = self.db.db.begin_read()?;
+        let t = txn.open_table(LOG)?;
+        match t.last()? {
             Some((k, v)) => decode(format!("log entry {}", k.value()), v.value()).map(Some),
             None => Ok(None),
         }

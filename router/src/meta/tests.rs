@@ -14,7 +14,8 @@ fn name(s: &str) -> StreamName {
 fn create(s: &str, partitions: u32) -> Command {
     Command::CreateStream {
         name: name(s),
-        id: 42,
+        // Real topic ids use all 128 bits; they must survive JSON in the log and snapshots.
+        id: u128::MAX - 42,
         partitions,
         config: BTreeMap::new(),
         created_ms: 1,
@@ -112,6 +113,34 @@ async fn table_is_restored_after_shutdown_and_reopen() {
 }
 
 #[tokio::test]
+async fn a_dropped_store_can_be_reopened_at_once() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = MetaStore::open(dir.path()).await.expect("open");
+    propose(&store, create("orders", 2)).await;
+    drop(store);
+
+    let reopened = MetaStore::open(dir.path())
+        .await
+        .expect("reopen after drop");
+    let id = reopened.read(|t| t.stream(&name("orders")).map(|s| s.id));
+    assert_eq!(id, Some(u128::MAX - 42));
+    reopened.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_directory_held_by_a_live_store_is_refused() {
+    let dir = TempDir::new().expect("tempdir");
+    let store = MetaStore::open(dir.path()).await.expect("open");
+    let second = MetaStore::open(dir.path()).await;
+    assert!(
+        matches!(second, Err(MetaError::Database { .. })),
+        "{:?}",
+        second.err()
+    );
+    store.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn proposals_after_shutdown_fail_as_closed() {
     let dir = TempDir::new().expect("tempdir");
     let store = MetaStore::open(dir.path()).await.expect("open");
@@ -154,7 +183,8 @@ async fn reopen_after_snapshots_restores_snapshot_and_log_tail() {
     let reopened = MetaStore::open_with_options(dir.path(), snapshotting(10))
         .await
         .expect("reopen");
-    assert_eq!(reopened.read(|t| t.streams().count()), 1);
+    let ids: Vec<u128> = reopened.read(|t| t.streams().map(|s| s.id).collect());
+    assert_eq!(ids, [u128::MAX - 42]);
     assert_eq!(offset(&reopened, "g", "orders", 0), Some(29));
     assert_eq!(next_producer_id(&reopened).await, Applied::ProducerId(3));
     reopened.shutdown().await.expect("shutdown");

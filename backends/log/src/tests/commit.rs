@@ -29,7 +29,9 @@ async fn concurrent_sync_appends_share_fsyncs() {
         .map(|_| {
             let (s, tp) = (s.clone(), tp.clone());
             tokio::spawn(async move {
-                s.append(&tp, vec![batch(1, 100, 0)], Durability::Sync).await.unwrap()
+                s.append(&tp, vec![batch(1, 100, 0)], Durability::Sync)
+                    .await
+                    .unwrap()
             })
         })
         .collect();
@@ -43,7 +45,10 @@ async fn concurrent_sync_appends_share_fsyncs() {
     let p = s.partition_for_test(&tp);
     let fsyncs = p.fsyncs.load(Ordering::Relaxed);
     assert!(fsyncs >= 1, "Sync appends must be fsynced");
-    assert!(fsyncs < 50, "50 concurrent Sync appends took {fsyncs} fsyncs");
+    assert!(
+        fsyncs < 50,
+        "50 concurrent Sync appends took {fsyncs} fsyncs"
+    );
     assert_eq!(p.commit.durable(), 50);
 }
 
@@ -72,7 +77,11 @@ async fn the_always_policy_fsyncs_buffered_appends_too() {
     s.open_partition(&tp).await.unwrap();
     fill(&s, &tp, 3, 100, 0).await;
     let p = s.partition_for_test(&tp);
-    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 3, "one at a time, nothing to share");
+    assert_eq!(
+        p.fsyncs.load(Ordering::Relaxed),
+        3,
+        "one at a time, nothing to share"
+    );
     assert_eq!(p.commit.durable(), 3);
 }
 
@@ -82,7 +91,9 @@ async fn the_never_policy_does_not_fsync_even_sync_appends() {
     let s = open(root.path(), FsyncPolicy::Never).await;
     let tp = tp("never");
     s.open_partition(&tp).await.unwrap();
-    s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync).await.unwrap();
+    s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync)
+        .await
+        .unwrap();
     s.flush().await.unwrap();
     assert_eq!(s.partition_for_test(&tp).fsyncs.load(Ordering::Relaxed), 0);
 }
@@ -90,7 +101,11 @@ async fn the_never_policy_does_not_fsync_even_sync_appends() {
 #[tokio::test]
 async fn the_interval_policy_syncs_buffered_appends_in_the_background() {
     let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::Interval(Duration::from_millis(10))).await;
+    let s = open(
+        root.path(),
+        FsyncPolicy::Interval(Duration::from_millis(10)),
+    )
+    .await;
     let tp = tp("interval");
     s.open_partition(&tp).await.unwrap();
     fill(&s, &tp, 5, 100, 0).await;
@@ -99,4 +114,21 @@ async fn the_interval_policy_syncs_buffered_appends_in_the_background() {
         .await
         .expect("the background flusher syncs within its period");
     assert!(p.fsyncs.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn an_empty_sync_append_returns_at_once_without_fsync() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("empty-append");
+    s.open_partition(&tp).await.unwrap();
+    let at = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.append(&tp, Vec::new(), Durability::Sync),
+    )
+    .await
+    .expect("nothing to wait for")
+    .unwrap();
+    assert_eq!((at.base_offset, at.last_offset), (0, 0));
+    assert_eq!(s.partition_for_test(&tp).fsyncs.load(Ordering::Relaxed), 0);
 }

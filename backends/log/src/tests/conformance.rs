@@ -44,13 +44,19 @@ fn next_offset(log: &[u8]) -> u64 {
 #[async_trait]
 impl Harness for Disk {
     async fn open(&self) -> SharedStorage {
-        Arc::new(LogStorage::open(self.dir.path(), self.config.clone()).await.unwrap())
+        Arc::new(
+            LogStorage::open(self.dir.path(), self.config.clone())
+                .await
+                .unwrap(),
+        )
     }
 
     /// Appends a whole batch at the next offset with its last byte flipped: the length and
     /// header are plausible, only the CRC gives the torn write away.
     async fn tear_tail(&self, tp: &TopicPartition) -> bool {
-        let log = segment_logs(&partition_dir(self.dir.path(), tp)).pop().unwrap();
+        let log = segment_logs(&partition_dir(self.dir.path(), tp))
+            .pop()
+            .unwrap();
         let next = next_offset(&std::fs::read(&log).unwrap());
         let mut torn = batch(2, 50, 0).with_base_offset(next).into_bytes().to_vec();
         *torn.last_mut().unwrap() ^= 0xff;

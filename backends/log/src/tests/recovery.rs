@@ -8,11 +8,16 @@ use switchboard_storage::conformance::{batch, read_all};
 use switchboard_storage::{Durability, Storage, StorageError};
 
 use super::{fill, partition_dir, segment_logs, small_config, tp};
-use crate::segment::{INDEX_EXT, file_name};
 use crate::LogStorage;
+use crate::segment::{INDEX_EXT, file_name};
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
-    fs::OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 #[tokio::test]
@@ -20,20 +25,33 @@ async fn a_torn_tail_with_a_bad_crc_is_cut_off_on_reopen() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("bad-crc");
     {
-        let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 5, 100, 0).await;
     }
-    let log = segment_logs(&partition_dir(root.path(), &tp)).pop().unwrap();
+    let log = segment_logs(&partition_dir(root.path(), &tp))
+        .pop()
+        .unwrap();
     let intact = fs::metadata(&log).unwrap().len();
     let mut torn = batch(3, 100, 0).with_base_offset(5).into_bytes().to_vec();
     torn[100] ^= 0x01;
     append_bytes(&log, &torn);
 
-    let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
-    assert_eq!(fs::metadata(&log).unwrap().len(), intact, "the file is cut back");
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&log).unwrap().len(),
+        intact,
+        "the file is cut back"
+    );
     assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 5);
-    let at = s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync).await.unwrap();
+    let at = s
+        .append(&tp, vec![batch(1, 1, 0)], Durability::Sync)
+        .await
+        .unwrap();
     assert_eq!(at.base_offset, 5);
     assert_eq!(read_all(&s, &tp, 0).await.len(), 6);
 }
@@ -43,15 +61,21 @@ async fn a_partial_batch_header_is_cut_off_on_reopen() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("partial");
     {
-        let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 3, 10, 0).await;
     }
-    let log = segment_logs(&partition_dir(root.path(), &tp)).pop().unwrap();
+    let log = segment_logs(&partition_dir(root.path(), &tp))
+        .pop()
+        .unwrap();
     let intact = fs::metadata(&log).unwrap().len();
     append_bytes(&log, &batch(1, 10, 0).with_base_offset(3).bytes()[..30]);
 
-    let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
     assert_eq!(fs::metadata(&log).unwrap().len(), intact);
     assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 3);
 }
@@ -61,15 +85,21 @@ async fn a_batch_at_the_wrong_offset_counts_as_torn() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("wrong-offset");
     {
-        let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 3, 10, 0).await;
     }
-    let log = segment_logs(&partition_dir(root.path(), &tp)).pop().unwrap();
+    let log = segment_logs(&partition_dir(root.path(), &tp))
+        .pop()
+        .unwrap();
     // Valid CRC (the base offset is outside it), but offset 9 cannot follow offset 2.
     append_bytes(&log, batch(1, 10, 0).with_base_offset(9).bytes());
 
-    let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
     assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 3);
 }
 
@@ -78,7 +108,9 @@ async fn a_corrupt_sealed_segment_keeps_only_its_partition_closed() {
     let root = tempfile::tempdir().unwrap();
     let (broken, fine) = (tp("broken"), tp("fine"));
     {
-        let s = LogStorage::open(root.path(), small_config(1024)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(1024))
+            .await
+            .unwrap();
         for tp in [&broken, &fine] {
             s.open_partition(tp).await.unwrap();
             fill(&s, tp, 10, 200, 0).await;
@@ -92,9 +124,14 @@ async fn a_corrupt_sealed_segment_keeps_only_its_partition_closed() {
     // Sealed segments are trusted while their indexes look whole; lose one to force a check.
     fs::remove_file(dir.join(file_name(0, INDEX_EXT))).unwrap();
 
-    let s = LogStorage::open(root.path(), small_config(1024)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(1024))
+        .await
+        .unwrap();
     assert_eq!(s.bounds(&fine).await.unwrap().high_watermark, 10);
-    assert!(matches!(s.bounds(&broken).await, Err(StorageError::UnknownPartition(_))));
+    assert!(matches!(
+        s.bounds(&broken).await,
+        Err(StorageError::UnknownPartition(_))
+    ));
     assert!(matches!(
         s.open_partition(&broken).await,
         Err(StorageError::Corrupt { .. })
@@ -106,17 +143,24 @@ async fn a_log_start_past_the_recovered_end_empties_the_log_and_continues_there(
     let root = tempfile::tempdir().unwrap();
     let tp = tp("start-past-end");
     {
-        let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 4, 10, 0).await;
     }
     // As if appends up to offset 9 had been deleted before, and lost in a crash.
     fs::write(partition_dir(root.path(), &tp).join("log-start"), "9\n").unwrap();
 
-    let s = LogStorage::open(root.path(), small_config(1 << 20)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
     let b = s.bounds(&tp).await.unwrap();
     assert_eq!((b.log_start, b.high_watermark), (9, 9));
-    let at = s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync).await.unwrap();
+    let at = s
+        .append(&tp, vec![batch(1, 1, 0)], Durability::Sync)
+        .await
+        .unwrap();
     assert_eq!(at.base_offset, 9);
     assert_eq!(read_all(&s, &tp, 9).await.len(), 1);
 }

@@ -13,7 +13,9 @@ use crate::{LogConfig, LogStorage};
 #[tokio::test]
 async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
     let root = tempfile::tempdir().unwrap();
-    let s = LogStorage::open(root.path(), small_config(4096)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(4096))
+        .await
+        .unwrap();
     let tp = tp("roll");
     s.open_partition(&tp).await.unwrap();
     // Batches of ~560 bytes: seven fit in 4 KiB, the eighth starts a new segment.
@@ -21,7 +23,10 @@ async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
 
     let logs = segment_logs(&partition_dir(root.path(), &tp));
     assert_eq!(logs.len(), 5, "30 batches of 7 per segment: {logs:?}");
-    let names: Vec<_> = logs.iter().map(|p| p.file_name().unwrap().to_owned()).collect();
+    let names: Vec<_> = logs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
     assert_eq!(names[0], file_name(0, "log").as_str());
     assert_eq!(names[1], file_name(7, "log").as_str());
     for log in &logs {
@@ -34,13 +39,22 @@ async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
 #[tokio::test]
 async fn an_append_larger_than_a_segment_gets_a_segment_of_its_own() {
     let root = tempfile::tempdir().unwrap();
-    let s = LogStorage::open(root.path(), small_config(1024)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(1024))
+        .await
+        .unwrap();
     let tp = tp("big");
     s.open_partition(&tp).await.unwrap();
-    s.append(&tp, vec![batch(1, 10, 0)], Durability::Buffered).await.unwrap();
-    let at = s.append(&tp, vec![batch(3, 2000, 0)], Durability::Buffered).await.unwrap();
+    s.append(&tp, vec![batch(1, 10, 0)], Durability::Buffered)
+        .await
+        .unwrap();
+    let at = s
+        .append(&tp, vec![batch(3, 2000, 0)], Durability::Buffered)
+        .await
+        .unwrap();
     assert_eq!((at.base_offset, at.last_offset), (1, 3));
-    s.append(&tp, vec![batch(1, 10, 0)], Durability::Buffered).await.unwrap();
+    s.append(&tp, vec![batch(1, 10, 0)], Durability::Buffered)
+        .await
+        .unwrap();
 
     assert_eq!(segment_logs(&partition_dir(root.path(), &tp)).len(), 3);
     let chunk = s.read(&tp, 2, 10).await.unwrap();
@@ -65,15 +79,24 @@ async fn segments_older_than_segment_ms_are_rolled_before_the_next_append() {
 #[tokio::test]
 async fn reads_from_every_offset_use_the_index_and_return_the_containing_batch() {
     let root = tempfile::tempdir().unwrap();
-    let s = LogStorage::open(root.path(), small_config(16 * 1024)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(16 * 1024))
+        .await
+        .unwrap();
     let tp = tp("lookups");
     s.open_partition(&tp).await.unwrap();
     for i in 0..60 {
-        s.append(&tp, vec![batch(3, 40, i * 10)], Durability::Buffered).await.unwrap();
+        s.append(&tp, vec![batch(3, 40, i * 10)], Durability::Buffered)
+            .await
+            .unwrap();
     }
     let dir = partition_dir(root.path(), &tp);
-    let index = fs::metadata(dir.join(file_name(0, INDEX_EXT))).unwrap().len();
-    assert!(index >= 8 * 10, "a 256-byte interval indexes many batches: {index} bytes");
+    let index = fs::metadata(dir.join(file_name(0, INDEX_EXT)))
+        .unwrap()
+        .len();
+    assert!(
+        index >= 8 * 10,
+        "a 256-byte interval indexes many batches: {index} bytes"
+    );
 
     for from in 0..180u64 {
         let chunk = s.read(&tp, from, 1).await.unwrap();
@@ -86,18 +109,33 @@ async fn reads_from_every_offset_use_the_index_and_return_the_containing_batch()
 #[tokio::test]
 async fn timestamp_lookup_uses_the_time_index_and_searches_inside_the_batch() {
     let root = tempfile::tempdir().unwrap();
-    let s = LogStorage::open(root.path(), small_config(2048)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(2048))
+        .await
+        .unwrap();
     let tp = tp("times");
     s.open_partition(&tp).await.unwrap();
     // Batch i holds offsets 4i..4i+3 with timestamps 1000i..1000i+3.
     for i in 0..40 {
-        s.append(&tp, vec![batch(4, 60, i * 1000)], Durability::Buffered).await.unwrap();
+        s.append(&tp, vec![batch(4, 60, i * 1000)], Durability::Buffered)
+            .await
+            .unwrap();
     }
     let dir = partition_dir(root.path(), &tp);
-    assert!(fs::metadata(dir.join(file_name(0, TIME_INDEX_EXT))).unwrap().len() >= 12);
+    assert!(
+        fs::metadata(dir.join(file_name(0, TIME_INDEX_EXT)))
+            .unwrap()
+            .len()
+            >= 12
+    );
 
-    assert_eq!(s.offset_for_timestamp(&tp, 25_002).await.unwrap(), Some((102, 25_002)));
-    assert_eq!(s.offset_for_timestamp(&tp, 25_004).await.unwrap(), Some((104, 26_000)));
+    assert_eq!(
+        s.offset_for_timestamp(&tp, 25_002).await.unwrap(),
+        Some((102, 25_002))
+    );
+    assert_eq!(
+        s.offset_for_timestamp(&tp, 25_004).await.unwrap(),
+        Some((104, 26_000))
+    );
     assert_eq!(s.offset_for_timestamp(&tp, -5).await.unwrap(), Some((0, 0)));
     assert_eq!(s.offset_for_timestamp(&tp, 39_004).await.unwrap(), None);
 }
@@ -107,7 +145,9 @@ async fn reopening_a_log_of_several_segments_serves_the_same_data() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("several");
     {
-        let s = LogStorage::open(root.path(), small_config(2048)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(2048))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 40, 200, 5_000).await;
     }
@@ -115,16 +155,28 @@ async fn reopening_a_log_of_several_segments_serves_the_same_data() {
     let segments = segment_logs(&dir).len();
     assert!(segments >= 4);
 
-    let s = LogStorage::open(root.path(), small_config(2048)).await.unwrap();
+    let s = LogStorage::open(root.path(), small_config(2048))
+        .await
+        .unwrap();
     let bounds = s.bounds(&tp).await.unwrap();
     assert_eq!((bounds.log_start, bounds.high_watermark), (0, 40));
     let got = read_all(&s, &tp, 0).await;
     assert_eq!(got.len(), 40);
     assert_eq!(got[17].records().unwrap()[0].timestamp_ms, 5_017);
-    assert_eq!(s.offset_for_timestamp(&tp, 5_031).await.unwrap(), Some((31, 5_031)));
-    let at = s.append(&tp, vec![batch(1, 200, 0)], Durability::Sync).await.unwrap();
+    assert_eq!(
+        s.offset_for_timestamp(&tp, 5_031).await.unwrap(),
+        Some((31, 5_031))
+    );
+    let at = s
+        .append(&tp, vec![batch(1, 200, 0)], Durability::Sync)
+        .await
+        .unwrap();
     assert_eq!(at.base_offset, 40);
-    assert_eq!(segment_logs(&dir).len(), segments, "the last segment keeps filling");
+    assert_eq!(
+        segment_logs(&dir).len(),
+        segments,
+        "the last segment keeps filling"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +184,9 @@ async fn a_sealed_segment_with_lost_indexes_gets_them_rebuilt() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("reindex");
     {
-        let s = LogStorage::open(root.path(), small_config(2048)).await.unwrap();
+        let s = LogStorage::open(root.path(), small_config(2048))
+            .await
+            .unwrap();
         s.open_partition(&tp).await.unwrap();
         fill(&s, &tp, 40, 200, 0).await;
     }
@@ -142,8 +196,14 @@ async fn a_sealed_segment_with_lost_indexes_gets_them_rebuilt() {
     fs::remove_file(&index).unwrap();
     fs::write(dir.join(file_name(0, TIME_INDEX_EXT)), [1, 2, 3]).unwrap();
 
-    let s = LogStorage::open(root.path(), small_config(2048)).await.unwrap();
-    assert_eq!(fs::read(&index).unwrap(), before, "the rebuilt index equals the original");
+    let s = LogStorage::open(root.path(), small_config(2048))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read(&index).unwrap(),
+        before,
+        "the rebuilt index equals the original"
+    );
     assert_eq!(s.offset_for_timestamp(&tp, 3).await.unwrap(), Some((3, 3)));
     assert_eq!(read_all(&s, &tp, 0).await.len(), 40);
 }
