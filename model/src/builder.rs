@@ -223,7 +223,11 @@ mod tests {
 
     fn sample() -> RecordBatch {
         let mut b = BatchBuilder::new();
-        b.push(Record::new(Some(Bytes::from_static(b"k1")), Some(Bytes::from_static(b"v1")), 1000));
+        b.push(Record::new(
+            Some(Bytes::from_static(b"k1")),
+            Some(Bytes::from_static(b"v1")),
+            1000,
+        ));
         b.push(
             Record::new(None, Some(Bytes::from_static(b"v2")), 1005)
                 .with_header("mqtt.qos", Some(Bytes::from_static(b"1")))
@@ -244,7 +248,10 @@ mod tests {
         assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
         assert_eq!(records[1].key, None);
         assert_eq!(records[1].timestamp_ms, 1005);
-        assert_eq!(records[1].header("mqtt.qos").unwrap().value.as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            records[1].header("mqtt.qos").unwrap().value.as_deref(),
+            Some(&b"1"[..])
+        );
         assert_eq!(records[1].header("nil").unwrap().value, None);
     }
 

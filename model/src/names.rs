@@ -122,9 +122,6 @@ mod tests {
             StreamName::new("a/b"),
             Err(InvalidName::BadCharacter(_))
         ));
-        assert_eq!(
-            StreamName::new(&"x".repeat(250)),
-            Err(InvalidName::TooLong)
-        );
+        assert_eq!(StreamName::new(&"x".repeat(250)), Err(InvalidName::TooLong));
     }
 }

@@ -50,7 +50,12 @@ impl HttpResponse {
     }
 }
 
-pub async fn serve(admin: Arc<Admin>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -185,7 +190,9 @@ async fn route(admin: &Admin, req: HttpRequest) -> HttpResponse {
             match method {
                 "GET" => describe_topic(admin, &name).await,
                 "DELETE" => match admin.router.delete_stream(&name).await {
-                    Ok(()) => HttpResponse::json(200, serde_json::json!({ "deleted": name.as_str() })),
+                    Ok(()) => {
+                        HttpResponse::json(200, serde_json::json!({ "deleted": name.as_str() }))
+                    }
                     Err(e) => router_error(e),
                 },
                 _ => HttpResponse::error(404, "no such route"),
@@ -216,8 +223,15 @@ async fn create_topic(admin: &Admin, body: &[u8]) -> HttpResponse {
         Ok(n) => n,
         Err(e) => return HttpResponse::error(400, e),
     };
-    match admin.router.create_stream(name, req.partitions, req.config).await {
-        Ok(m) => HttpResponse::json(201, serde_json::json!({ "name": m.name.as_str(), "partitions": m.partitions })),
+    match admin
+        .router
+        .create_stream(name, req.partitions, req.config)
+        .await
+    {
+        Ok(m) => HttpResponse::json(
+            201,
+            serde_json::json!({ "name": m.name.as_str(), "partitions": m.partitions }),
+        ),
         Err(e) => router_error(e),
     }
 }
@@ -233,7 +247,9 @@ async fn describe_topic(admin: &Admin, name: &StreamName) -> HttpResponse {
             Ok(b) => partitions.push(serde_json::json!({
                 "partition": p, "log_start": b.log_start, "high_watermark": b.high_watermark
             })),
-            Err(e) => partitions.push(serde_json::json!({ "partition": p, "error": e.to_string() })),
+            Err(e) => {
+                partitions.push(serde_json::json!({ "partition": p, "error": e.to_string() }))
+            }
         }
     }
     HttpResponse::json(
@@ -245,7 +261,8 @@ async fn describe_topic(admin: &Admin, name: &StreamName) -> HttpResponse {
 fn router_error(e: RouterError) -> HttpResponse {
     let status = match &e {
         RouterError::Rejected(switchboard_router::Rejection::StreamExists(_)) => 409,
-        RouterError::Rejected(switchboard_router::Rejection::UnknownStream(_)) | RouterError::UnknownStream(_) => 404,
+        RouterError::Rejected(switchboard_router::Rejection::UnknownStream(_))
+        | RouterError::UnknownStream(_) => 404,
         RouterError::Rejected(_) => 400,
         _ => 500,
     };
@@ -260,9 +277,15 @@ pub mod client {
 
     use anyhow::{Context, bail};
 
-    pub fn request(addr: &str, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<String> {
-        let mut s = TcpStream::connect(addr)
-            .with_context(|| format!("cannot reach the admin API at {addr} (is `switchboard serve` running?)"))?;
+    pub fn request(
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut s = TcpStream::connect(addr).with_context(|| {
+            format!("cannot reach the admin API at {addr} (is `switchboard serve` running?)")
+        })?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.unwrap_or("");
         write!(

@@ -37,7 +37,11 @@ fn map(size: usize) -> *mut u8 {
             0,
         )
     };
-    if p == libc::MAP_FAILED { ptr::null_mut() } else { p.cast() }
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
 }
 
 // SAFETY: every pointer handed out is either from `System` (and returned to it) or from `map`

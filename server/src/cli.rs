@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::admin::client;
 
 #[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about = "One endpoint for Kafka, MQTT and AMQP clients")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "One endpoint for Kafka, MQTT and AMQP clients"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,7 +36,12 @@ enum Command {
     /// Manage topics on a running server through its admin API.
     Topic {
         /// Admin address of the server.
-        #[arg(long, default_value = "127.0.0.1:8080", env = "SWITCHBOARD_ADMIN_ADDR", global = true)]
+        #[arg(
+            long,
+            default_value = "127.0.0.1:8080",
+            env = "SWITCHBOARD_ADMIN_ADDR",
+            global = true
+        )]
         admin: String,
         #[command(subcommand)]
         action: TopicAction,
@@ -81,11 +90,19 @@ impl ConfigSources {
     pub fn load(&self) -> anyhow::Result<switchboard_config::Config> {
         let mut sets = Vec::new();
         if let Some(d) = &self.data_dir {
-            sets.push(format!("data_dir={}", toml_string(&d.display().to_string())));
+            sets.push(format!(
+                "data_dir={}",
+                toml_string(&d.display().to_string())
+            ));
         }
         sets.extend(self.sets.iter().cloned());
-        let env = std::env::vars().filter(|(k, _)| k != "SWITCHBOARD_CONFIG" && k != "SWITCHBOARD_ADMIN_ADDR");
-        Ok(switchboard_config::load(self.config.as_deref(), env, &sets)?)
+        let env = std::env::vars()
+            .filter(|(k, _)| k != "SWITCHBOARD_CONFIG" && k != "SWITCHBOARD_ADMIN_ADDR");
+        Ok(switchboard_config::load(
+            self.config.as_deref(),
+            env,
+            &sets,
+        )?)
     }
 }
 
@@ -116,7 +133,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn topic(admin: &str, action: TopicAction) -> anyhow::Result<()> {
     match action {
-        TopicAction::Create { name, partitions, configs } => {
+        TopicAction::Create {
+            name,
+            partitions,
+            configs,
+        } => {
             let mut config = BTreeMap::new();
             for c in configs {
                 let Some((k, v)) = c.split_once('=') else {
@@ -124,16 +145,22 @@ fn topic(admin: &str, action: TopicAction) -> anyhow::Result<()> {
                 };
                 config.insert(k.to_owned(), v.to_owned());
             }
-            let body = serde_json::json!({ "name": name, "partitions": partitions, "config": config });
+            let body =
+                serde_json::json!({ "name": name, "partitions": partitions, "config": config });
             let out = client::request(admin, "POST", "/api/topics", Some(&body.to_string()))?;
             println!("created topic {name} with {partitions} partition(s)");
             let _ = out;
         }
         TopicAction::List => {
             let out = client::request(admin, "GET", "/api/topics", None)?;
-            let topics: Vec<serde_json::Value> = serde_json::from_str(&out).context("bad answer")?;
+            let topics: Vec<serde_json::Value> =
+                serde_json::from_str(&out).context("bad answer")?;
             for t in topics {
-                println!("{}\t{} partition(s)", t["name"].as_str().unwrap_or("?"), t["partitions"]);
+                println!(
+                    "{}\t{} partition(s)",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["partitions"]
+                );
             }
         }
         TopicAction::Describe { name } => {

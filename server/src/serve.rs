@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus::Registry;
 use switchboard_config::{Config, LogFormat};
-use switchboard_kafka::{ConnLimits, Coordinator, GroupSettings, KafkaContext, KafkaMetrics, KafkaSettings};
+use switchboard_kafka::{
+    ConnLimits, Coordinator, GroupSettings, KafkaContext, KafkaMetrics, KafkaSettings,
+};
 use switchboard_router::{MetaStore, RetentionDefaults, Router, spawn_retention};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +39,9 @@ fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -79,9 +83,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    let meta = MetaStore::open(&config.meta_dir())
-        .await
-        .with_context(|| format!("opening the metadata store in {}", config.meta_dir().display()))?;
+    let meta = MetaStore::open(&config.meta_dir()).await.with_context(|| {
+        format!(
+            "opening the metadata store in {}",
+            config.meta_dir().display()
+        )
+    })?;
     let storage = crate::storage::open(&config).await?;
     tracing::info!(storage = storage.kind(), url = %config.storage_url(), "storage ready");
     let router = Router::new(meta.clone(), storage);
@@ -91,7 +98,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let tracker = TaskTracker::new();
 
     let retention = RetentionDefaults {
-        max_age_ms: config.retention.max_age.get().map(|d| d.0.as_millis() as i64),
+        max_age_ms: config
+            .retention
+            .max_age
+            .get()
+            .map(|d| d.0.as_millis() as i64),
         max_bytes: config.retention.max_size.get().map(|s| s.0),
     };
     tracker.spawn(spawn_retention(
@@ -130,7 +141,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             max_connections: config.kafka.max_connections,
         };
         tracing::info!(addr = %local, advertised = %format!("{}:{}", ctx.settings.advertised_host, local.port()), "kafka listening");
-        tracker.spawn(switchboard_kafka::serve_listener(ctx, listener, limits, cancel.clone(), tracker.clone()));
+        tracker.spawn(switchboard_kafka::serve_listener(
+            ctx,
+            listener,
+            limits,
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     if let Some(listener) = admin_listener {
         tracing::info!(addr = %listener.local_addr()?, "admin HTTP listening");
@@ -138,7 +155,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             router: router.clone(),
             registry: registry.clone(),
         });
-        tracker.spawn(admin::serve(admin, listener, cancel.clone(), tracker.clone()));
+        tracker.spawn(admin::serve(
+            admin,
+            listener,
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     tracing::info!(data_dir = %config.data_dir.display(), "switchboard ready");
 
@@ -167,7 +189,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");

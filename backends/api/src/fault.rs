@@ -34,7 +34,9 @@ impl Faults {
 
     fn check(&self, op: &str) -> StorageResult<()> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(StorageError::Unavailable(format!("injected outage during {op}")));
+            return Err(StorageError::Unavailable(format!(
+                "injected outage during {op}"
+            )));
         }
         Ok(())
     }

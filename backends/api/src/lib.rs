@@ -83,8 +83,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads whole batches starting with the one containing `from`. Returns at least one batch
     /// when `from` is below the high watermark, even if it exceeds `max_bytes` (so a consumer
     /// never stalls on a large batch), and stops before exceeding `max_bytes` otherwise.
-    async fn read(&self, tp: &TopicPartition, from: Offset, max_bytes: usize)
-    -> StorageResult<ReadChunk>;
+    async fn read(
+        &self,
+        tp: &TopicPartition,
+        from: Offset,
+        max_bytes: usize,
+    ) -> StorageResult<ReadChunk>;
 
     async fn bounds(&self, tp: &TopicPartition) -> StorageResult<Bounds>;
 

@@ -149,7 +149,10 @@ impl Storage for MemoryStorage {
     }
 
     async fn bounds(&self, tp: &TopicPartition) -> StorageResult<Bounds> {
-        self.lock().get(tp).map(Partition::bounds).ok_or_else(|| unknown(tp))
+        self.lock()
+            .get(tp)
+            .map(Partition::bounds)
+            .ok_or_else(|| unknown(tp))
     }
 
     async fn offset_for_timestamp(

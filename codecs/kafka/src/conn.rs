@@ -78,7 +78,11 @@ enum Close {
     Idle(Duration),
 }
 
-async fn serve_connection(ctx: &KafkaContext, mut stream: TcpStream, cancel: CancellationToken) -> Result<(), Close> {
+async fn serve_connection(
+    ctx: &KafkaContext,
+    mut stream: TcpStream,
+    cancel: CancellationToken,
+) -> Result<(), Close> {
     // 8 KiB covers most requests in one read; large produce requests grow the buffer.
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let idle = ctx.settings.idle_timeout;

@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
 
 use crate::handlers::{self, Request};
 use crate::wire::{self, WireError};
@@ -20,7 +20,10 @@ pub enum Reply {
 pub async fn dispatch(ctx: &KafkaContext, mut frame: Bytes) -> Result<Reply, WireError> {
     let pre = wire::peek_preamble(&frame)?;
     let Ok(api) = ApiKey::try_from(pre.api_key) else {
-        return Err(WireError::BadHeader(format!("unknown API key {}", pre.api_key)));
+        return Err(WireError::BadHeader(format!(
+            "unknown API key {}",
+            pre.api_key
+        )));
     };
     let supported = versions::supported(api);
     let api_name: &'static str = api_name(api);

@@ -43,7 +43,10 @@ impl KafkaMetrics {
             )?,
             connections: IntGauge::new("switchboard_kafka_connections", "Open Kafka connections")?,
             bytes_in: IntCounter::new("switchboard_kafka_bytes_in_total", "Request bytes read")?,
-            bytes_out: IntCounter::new("switchboard_kafka_bytes_out_total", "Response bytes written")?,
+            bytes_out: IntCounter::new(
+                "switchboard_kafka_bytes_out_total",
+                "Response bytes written",
+            )?,
             produced_records: IntCounter::new(
                 "switchboard_kafka_produced_records_total",
                 "Records appended through Kafka produce",

@@ -67,12 +67,20 @@ pub fn peek_preamble(frame: &[u8]) -> Result<Preamble, WireError> {
 }
 
 /// Decodes the header of a request to a known API; `frame` is left at the body.
-pub fn decode_header(api: ApiKey, version: i16, frame: &mut Bytes) -> Result<RequestHeader, WireError> {
+pub fn decode_header(
+    api: ApiKey,
+    version: i16,
+    frame: &mut Bytes,
+) -> Result<RequestHeader, WireError> {
     let header_version = api.request_header_version(version);
     RequestHeader::decode(frame, header_version).map_err(|e| WireError::BadHeader(format!("{e:#}")))
 }
 
-pub fn decode_body<T: Decodable>(api: ApiKey, version: i16, body: &mut Bytes) -> Result<T, WireError> {
+pub fn decode_body<T: Decodable>(
+    api: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<T, WireError> {
     T::decode(body, version).map_err(|e| WireError::BadBody {
         api,
         version,
@@ -104,4 +112,36 @@ pub fn encode_response_with_header_version<R: Encodable>(
     header.encode(&mut out, header_version).map_err(enc)?;
     body.encode(&mut out, version).map_err(enc)?;
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_only_when_whole() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0, 0, 3, b'a', b'b']);
+        assert!(next_frame(&mut buf, 100).unwrap().is_none(), "need more bytes is not an error");
+        buf.extend_from_slice(&[b'c', 0, 0]);
+        assert_eq!(&next_frame(&mut buf, 100).unwrap().unwrap()[..], b"abc");
+        assert_eq!(buf.len(), 2, "the next frame's bytes stay buffered");
+    }
+
+    #[test]
+    fn oversized_and_negative_sizes_are_errors() {
+        let mut big = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(next_frame(&mut big, 1024), Err(WireError::TooLarge { .. })));
+        let mut neg = BytesMut::from(&[0xff, 0xff, 0xff, 0xfb][..]);
+        assert!(matches!(next_frame(&mut neg, 1024), Err(WireError::NegativeSize(-5))));
+    }
+
+    #[test]
+    fn api_versions_v0_response_has_the_v0_header_layout() {
+        use kafka_protocol::messages::ApiVersionsResponse;
+        let body = ApiVersionsResponse::default();
+        let out = encode_response(42, 0, &body).unwrap();
+        // size, correlation id, error code, empty array
+        assert_eq!(&out[..], &[0, 0, 0, 10, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0]);
+    }
 }

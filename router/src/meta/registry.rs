@@ -25,7 +25,8 @@ struct Opened {
 
 static OPEN: Mutex<BTreeMap<PathBuf, Opened>> = Mutex::new(BTreeMap::new());
 
-/// Waits until no store of this process holds `dir` (a canonical path).
+/// Waits until no store of this process holds `dir` (a canonical path); fails at once if a
+/// store that is neither dropped nor shut down holds it.
 pub(super) async fn wait_released(dir: &Path) -> Result<(), MetaError> {
     let previous = OPEN
         .lock()
@@ -34,6 +35,8 @@ pub(super) async fn wait_released(dir: &Path) -> Result<(), MetaError> {
         .map(|o| (o.handle.strong_count(), o.closed.clone()));
     match previous {
         None => Ok(()),
+        // Shut down, whether or not its handles are still around.
+        Some((_, closed)) if closed.has_changed().is_err() => Ok(()),
         Some((live, _)) if live > 0 => Err(MetaError::Database {
             path: dir.to_path_buf(),
             reason: "already open by another metadata store of this process".into(),

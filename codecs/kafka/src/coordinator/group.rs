@@ -128,13 +128,19 @@ impl Group {
 
     /// True if a joining member with these protocols shares one with everyone else.
     pub fn accepts_protocols(&self, member_id: &str, protocols: &[(String, Bytes)]) -> bool {
-        let others: Vec<_> = self.members.iter().filter(|(id, _)| *id != member_id).collect();
+        let others: Vec<_> = self
+            .members
+            .iter()
+            .filter(|(id, _)| *id != member_id)
+            .collect();
         if others.is_empty() {
             return !protocols.is_empty();
         }
-        protocols
-            .iter()
-            .any(|(name, _)| others.iter().all(|(_, m)| m.protocols.iter().any(|(n, _)| n == name)))
+        protocols.iter().any(|(name, _)| {
+            others
+                .iter()
+                .all(|(_, m)| m.protocols.iter().any(|(n, _)| n == name))
+        })
     }
 
     /// Starts (or keeps) a rebalance; pending syncs learn a rebalance is under way.
@@ -186,7 +192,11 @@ impl Group {
             return;
         }
         self.protocol = self.common_protocol();
-        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = State::CompletingRebalance;
@@ -216,7 +226,11 @@ impl Group {
                     protocol_name: self.protocol.clone(),
                     leader: leader.clone(),
                     member_id: id.clone(),
-                    members: if *id == leader { all.clone() } else { Vec::new() },
+                    members: if *id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }

@@ -15,8 +15,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub use group::{JoinOutcome, State, SyncOutcome};
 use group::{Group, Member};
+pub use group::{JoinOutcome, State, SyncOutcome};
 
 /// Coordinator settings from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -107,37 +107,67 @@ impl Coordinator {
         }
     }
 
-    fn join_now(&self, req: JoinRequest) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
+    fn join_now(
+        &self,
+        req: JoinRequest,
+    ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let now = Instant::now();
         let s = self.settings;
-        if req.session_timeout < s.min_session_timeout || req.session_timeout > s.max_session_timeout {
-            return Err(Box::new(JoinOutcome::error(ResponseError::InvalidSessionTimeout, &req.member_id)));
+        if req.session_timeout < s.min_session_timeout
+            || req.session_timeout > s.max_session_timeout
+        {
+            return Err(Box::new(JoinOutcome::error(
+                ResponseError::InvalidSessionTimeout,
+                &req.member_id,
+            )));
         }
         if req.group_id.is_empty() {
-            return Err(Box::new(JoinOutcome::error(ResponseError::InvalidGroupId, &req.member_id)));
+            return Err(Box::new(JoinOutcome::error(
+                ResponseError::InvalidGroupId,
+                &req.member_id,
+            )));
         }
         let mut groups = self.lock();
-        let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
+        let group = groups
+            .entry(req.group_id.clone())
+            .or_insert_with(Group::new);
         if !group.members.is_empty()
-            && group.protocol_type.as_deref().is_some_and(|t| t != req.protocol_type)
+            && group
+                .protocol_type
+                .as_deref()
+                .is_some_and(|t| t != req.protocol_type)
         {
-            return Err(Box::new(JoinOutcome::error(ResponseError::InconsistentGroupProtocol, &req.member_id)));
+            return Err(Box::new(JoinOutcome::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            )));
         }
         let member_id = if req.member_id.is_empty() {
             let id = self.new_member_id(&req.client_id);
             if req.require_known_member_id {
                 group.pending.insert(id.clone(), now + req.session_timeout);
-                return Err(Box::new(JoinOutcome::error(ResponseError::MemberIdRequired, &id)));
+                return Err(Box::new(JoinOutcome::error(
+                    ResponseError::MemberIdRequired,
+                    &id,
+                )));
             }
             id
         } else {
-            if !group.members.contains_key(&req.member_id) && group.pending.remove(&req.member_id).is_none() {
-                return Err(Box::new(JoinOutcome::error(ResponseError::UnknownMemberId, &req.member_id)));
+            if !group.members.contains_key(&req.member_id)
+                && group.pending.remove(&req.member_id).is_none()
+            {
+                return Err(Box::new(JoinOutcome::error(
+                    ResponseError::UnknownMemberId,
+                    &req.member_id,
+                )));
             }
             req.member_id.clone()
         };
         if !group.accepts_protocols(&member_id, &req.protocols) {
-            return Err(Box::new(JoinOutcome::error(ResponseError::InconsistentGroupProtocol, &member_id)));
+            return Err(Box::new(JoinOutcome::error(
+                ResponseError::InconsistentGroupProtocol,
+                &member_id,
+            )));
         }
         // A follower rejoining a stable group with unchanged metadata gets the current
         // generation back without disturbing everyone (as Kafka does).
@@ -327,13 +357,21 @@ impl Coordinator {
     pub fn list(&self) -> Vec<(String, &'static str, String)> {
         self.lock()
             .iter()
-            .map(|(id, g)| (id.clone(), g.state.name(), g.protocol_type.clone().unwrap_or_default()))
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.state.name(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
     /// True if the group has live members (it may not be deleted then).
     pub fn has_members(&self, group_id: &str) -> bool {
-        self.lock().get(group_id).is_some_and(|g| !g.members.is_empty())
+        self.lock()
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     pub fn forget(&self, group_id: &str) {
@@ -351,7 +389,9 @@ impl Coordinator {
             }
             g.maybe_complete_join(now);
         }
-        groups.retain(|_, g| !(g.state == State::Empty && g.members.is_empty() && g.pending.is_empty()));
+        groups.retain(|_, g| {
+            !(g.state == State::Empty && g.members.is_empty() && g.pending.is_empty())
+        });
     }
 
     /// Runs [`Coordinator::tick`] until cancelled. Timer-driven expiry of in-memory sessions,
@@ -366,3 +406,6 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

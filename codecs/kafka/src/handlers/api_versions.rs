@@ -7,7 +7,11 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use super::Request;
 use crate::{KafkaContext, versions};
 
-pub async fn handle(_ctx: &KafkaContext, _req: &Request<'_>, _body: ApiVersionsRequest) -> ApiVersionsResponse {
+pub async fn handle(
+    _ctx: &KafkaContext,
+    _req: &Request<'_>,
+    _body: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     let api_keys = versions::all()
         .into_iter()
         .map(|(k, lo, hi)| {

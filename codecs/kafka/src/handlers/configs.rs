@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncResponse;
-use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
@@ -97,9 +97,18 @@ pub async fn describe_configs(
                 BROKER => {
                     let broker = [
                         ("broker.id", ctx.settings.node_id.to_string()),
-                        ("auto.create.topics.enable", ctx.settings.auto_create_topics.to_string()),
-                        ("num.partitions", ctx.settings.default_partitions.to_string()),
-                        ("message.max.bytes", ctx.settings.max_message_bytes.to_string()),
+                        (
+                            "auto.create.topics.enable",
+                            ctx.settings.auto_create_topics.to_string(),
+                        ),
+                        (
+                            "num.partitions",
+                            ctx.settings.default_partitions.to_string(),
+                        ),
+                        (
+                            "message.max.bytes",
+                            ctx.settings.max_message_bytes.to_string(),
+                        ),
                     ];
                     let configs = broker
                         .into_iter()
@@ -134,12 +143,18 @@ async fn alter_topic(
     let stream = StreamName::new(name)
         .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
     let Some(meta) = ctx.router.stream(&stream) else {
-        return Err((ResponseError::UnknownTopicOrPartition.code(), format!("no topic {name}")));
+        return Err((
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("no topic {name}"),
+        ));
     };
     for (k, v) in &changes {
         match v {
             Some(v) => validate_topic_config(k, v),
-            None => validate_topic_config(k, TOPIC_CONFIGS.iter().find(|c| c.0 == k).map_or("", |c| c.1)),
+            None => validate_topic_config(
+                k,
+                TOPIC_CONFIGS.iter().find(|c| c.0 == k).map_or("", |c| c.1),
+            ),
         }
         .map_err(|m| (ResponseError::InvalidConfig.code(), m))?;
     }
@@ -164,7 +179,11 @@ async fn alter_topic(
         .map_err(|e| (router_error_code(&e), e.to_string()))
 }
 
-pub async fn alter_configs(ctx: &KafkaContext, _req: &Request<'_>, body: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in body.resources {
         let base = AlterConfigsResourceResponse::default()
@@ -176,13 +195,25 @@ pub async fn alter_configs(ctx: &KafkaContext, _req: &Request<'_>, body: AlterCo
                 .iter()
                 .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
                 .collect();
-            alter_topic(ctx, r.resource_name.as_str(), changes, true, body.validate_only).await
+            alter_topic(
+                ctx,
+                r.resource_name.as_str(),
+                changes,
+                true,
+                body.validate_only,
+            )
+            .await
         } else {
-            Err((ResponseError::InvalidRequest.code(), "only topic configs can be altered".into()))
+            Err((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs can be altered".into(),
+            ))
         };
         responses.push(match result {
             Ok(()) => base,
-            Err((code, msg)) => base.with_error_code(code).with_error_message(Some(str_bytes(msg))),
+            Err((code, msg)) => base
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(msg))),
         });
     }
     AlterConfigsResponse::default().with_responses(responses)
@@ -211,15 +242,30 @@ pub async fn incremental_alter_configs(
             }
         }
         let result = if r.resource_type != TOPIC {
-            Err((ResponseError::InvalidRequest.code(), "only topic configs can be altered".into()))
+            Err((
+                ResponseError::InvalidRequest.code(),
+                "only topic configs can be altered".into(),
+            ))
         } else if unsupported {
-            Err((ResponseError::InvalidConfig.code(), "APPEND/SUBTRACT apply to list configs only".into()))
+            Err((
+                ResponseError::InvalidConfig.code(),
+                "APPEND/SUBTRACT apply to list configs only".into(),
+            ))
         } else {
-            alter_topic(ctx, r.resource_name.as_str(), changes, false, body.validate_only).await
+            alter_topic(
+                ctx,
+                r.resource_name.as_str(),
+                changes,
+                false,
+                body.validate_only,
+            )
+            .await
         };
         responses.push(match result {
             Ok(()) => base,
-            Err((code, msg)) => base.with_error_code(code).with_error_message(Some(str_bytes(msg))),
+            Err((code, msg)) => base
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes(msg))),
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)

@@ -28,7 +28,11 @@ pub async fn handle(ctx: &KafkaContext, _req: &Request<'_>, body: FetchRequest) 
     let wait = Duration::from_millis(body.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+    let max_bytes = if body.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        body.max_bytes as usize
+    };
     let topics: Vec<_> = body
         .topics
         .into_iter()
@@ -111,7 +115,8 @@ async fn read_one(ctx: &KafkaContext, w: &Wanted, budget: usize) -> PartitionDat
     }
     if budget == 0 {
         return match ctx.router.bounds(tp).await {
-            Ok(b) => with_bounds(base, b.log_start, b.high_watermark).with_records(Some(Default::default())),
+            Ok(b) => with_bounds(base, b.log_start, b.high_watermark)
+                .with_records(Some(Default::default())),
             Err(e) => base.with_error_code(router_error_code(&e)),
         };
     }

@@ -11,8 +11,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    SyncGroupRequest, SyncGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 
 use super::{Request, str_bytes};
@@ -20,7 +20,11 @@ use crate::KafkaContext;
 use crate::coordinator::JoinRequest;
 use crate::errors::router_error_code;
 
-pub async fn join_group(ctx: &KafkaContext, req: &Request<'_>, body: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn join_group(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: JoinGroupRequest,
+) -> JoinGroupResponse {
     let session = Duration::from_millis(body.session_timeout_ms.max(0) as u64);
     // v0 had no rebalance timeout: the session timeout served for both.
     let rebalance = if req.version == 0 || body.rebalance_timeout_ms <= 0 {
@@ -33,7 +37,12 @@ pub async fn join_group(ctx: &KafkaContext, req: &Request<'_>, body: JoinGroupRe
         .join(JoinRequest {
             group_id: body.group_id.0.to_string(),
             member_id: body.member_id.to_string(),
-            client_id: req.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            client_id: req
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             client_host: String::new(),
             session_timeout: session,
             rebalance_timeout: rebalance,
@@ -65,7 +74,11 @@ pub async fn join_group(ctx: &KafkaContext, req: &Request<'_>, body: JoinGroupRe
         .with_members(members)
 }
 
-pub async fn sync_group(ctx: &KafkaContext, _req: &Request<'_>, body: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync_group(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: SyncGroupRequest,
+) -> SyncGroupResponse {
     let assignments = body
         .assignments
         .into_iter()
@@ -73,7 +86,12 @@ pub async fn sync_group(ctx: &KafkaContext, _req: &Request<'_>, body: SyncGroupR
         .collect();
     let outcome = ctx
         .coordinator
-        .sync(body.group_id.0.as_str(), body.generation_id, body.member_id.as_str(), assignments)
+        .sync(
+            body.group_id.0.as_str(),
+            body.generation_id,
+            body.member_id.as_str(),
+            assignments,
+        )
         .await;
     SyncGroupResponse::default()
         .with_error_code(outcome.error)
@@ -82,17 +100,30 @@ pub async fn sync_group(ctx: &KafkaContext, _req: &Request<'_>, body: SyncGroupR
         .with_assignment(outcome.assignment)
 }
 
-pub async fn heartbeat(ctx: &KafkaContext, _req: &Request<'_>, body: HeartbeatRequest) -> HeartbeatResponse {
-    let code = ctx
-        .coordinator
-        .heartbeat(body.group_id.0.as_str(), body.generation_id, body.member_id.as_str());
+pub async fn heartbeat(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let code = ctx.coordinator.heartbeat(
+        body.group_id.0.as_str(),
+        body.generation_id,
+        body.member_id.as_str(),
+    );
     HeartbeatResponse::default().with_error_code(code)
 }
 
-pub async fn leave_group(ctx: &KafkaContext, req: &Request<'_>, body: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn leave_group(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: LeaveGroupRequest,
+) -> LeaveGroupResponse {
     // v3 batched members (KIP-345); earlier versions name one member.
     let ids: Vec<String> = if req.version >= 3 {
-        body.members.iter().map(|m| m.member_id.to_string()).collect()
+        body.members
+            .iter()
+            .map(|m| m.member_id.to_string())
+            .collect()
     } else {
         vec![body.member_id.to_string()]
     };
@@ -113,7 +144,11 @@ pub async fn leave_group(ctx: &KafkaContext, req: &Request<'_>, body: LeaveGroup
     }
 }
 
-pub async fn list_groups(ctx: &KafkaContext, _req: &Request<'_>, body: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn list_groups(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: ListGroupsRequest,
+) -> ListGroupsResponse {
     let mut listed: Vec<(String, &'static str, String)> = ctx.coordinator.list();
     // Groups with committed offsets but no live members are Empty consumer groups.
     let with_offsets: Vec<String> = ctx.router.meta().read(|t| t.groups().cloned().collect());
@@ -147,7 +182,9 @@ pub async fn describe_groups(
         .groups
         .into_iter()
         .map(|g| {
-            let base = DescribedGroup::default().with_group_id(g.clone()).with_authorized_operations(i32::MIN);
+            let base = DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_authorized_operations(i32::MIN);
             match ctx.coordinator.describe(g.0.as_str()) {
                 Some(view) => {
                     let members = view
@@ -168,7 +205,10 @@ pub async fn describe_groups(
                         .with_members(members)
                 }
                 None => {
-                    let known = ctx.router.meta().read(|t| t.groups().any(|x| x.as_str() == g.0.as_str()));
+                    let known = ctx
+                        .router
+                        .meta()
+                        .read(|t| t.groups().any(|x| x.as_str() == g.0.as_str()));
                     let state = if known { "Empty" } else { "Dead" };
                     base.with_group_state(str_bytes(state))
                         .with_protocol_type(str_bytes(if known { "consumer" } else { "" }))
@@ -179,7 +219,11 @@ pub async fn describe_groups(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub async fn delete_groups(ctx: &KafkaContext, _req: &Request<'_>, body: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::new();
     for g in body.groups_names {
         let base = DeletableGroupResult::default().with_group_id(g.clone());

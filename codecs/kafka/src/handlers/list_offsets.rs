@@ -16,7 +16,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(ctx: &KafkaContext, req: &Request<'_>, body: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let stream = stream_name(&t.name);

@@ -15,7 +15,11 @@ use crate::KafkaContext;
 /// Kafka's marker for "authorized operations were not requested".
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
-pub async fn handle(ctx: &KafkaContext, req: &Request<'_>, body: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: MetadataRequest,
+) -> MetadataResponse {
     let node = BrokerId(ctx.settings.node_id);
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
@@ -30,7 +34,12 @@ pub async fn handle(ctx: &KafkaContext, req: &Request<'_>, body: MetadataRequest
     // Auto-creation through Metadata is on by default before v4, where the flag appeared.
     let allow_create = body.allow_auto_topic_creation || req.version < 4;
     let topics = match wanted {
-        None => ctx.router.streams().iter().map(|m| describe(ctx, m)).collect(),
+        None => ctx
+            .router
+            .streams()
+            .iter()
+            .map(|m| describe(ctx, m))
+            .collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
@@ -47,7 +56,11 @@ pub async fn handle(ctx: &KafkaContext, req: &Request<'_>, body: MetadataRequest
         .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
 }
 
-async fn one_topic(ctx: &KafkaContext, name: TopicName, allow_create: bool) -> MetadataResponseTopic {
+async fn one_topic(
+    ctx: &KafkaContext,
+    name: TopicName,
+    allow_create: bool,
+) -> MetadataResponseTopic {
     let Some(stream) = stream_name(&name) else {
         return MetadataResponseTopic::default()
             .with_name(Some(name))

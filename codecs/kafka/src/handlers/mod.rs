@@ -43,7 +43,11 @@ macro_rules! route {
     }};
 }
 
-pub async fn handle(ctx: &KafkaContext, req: Request<'_>, mut body: Bytes) -> Result<Reply, WireError> {
+pub async fn handle(
+    ctx: &KafkaContext,
+    req: Request<'_>,
+    mut body: Bytes,
+) -> Result<Reply, WireError> {
     match req.api {
         ApiKey::ApiVersions => route!(ctx, req, body, api_versions::handle),
         ApiKey::Metadata => route!(ctx, req, body, metadata::handle),
@@ -105,7 +109,11 @@ pub(crate) async fn ensure_topic(ctx: &KafkaContext, name: &StreamName, allow: b
     }
     let created = ctx
         .router
-        .create_stream(name.clone(), ctx.settings.default_partitions, Default::default())
+        .create_stream(
+            name.clone(),
+            ctx.settings.default_partitions,
+            Default::default(),
+        )
         .await;
     match created {
         Ok(_) => {

@@ -19,7 +19,11 @@ use super::{Request, str_bytes, stream_name, topic_name};
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn offset_commit(ctx: &KafkaContext, _req: &Request<'_>, body: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = body.group_id.0.to_string();
     let check = ctx.coordinator.validate_commit(
         &group,
@@ -41,7 +45,11 @@ pub async fn offset_commit(ctx: &KafkaContext, _req: &Request<'_>, body: OffsetC
                         committed: CommittedOffset {
                             offset: p.committed_offset,
                             leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
                             commit_ms: now_ms(),
                         },
                     });
@@ -126,14 +134,20 @@ fn lookup(
     }
 }
 
-pub async fn offset_fetch(ctx: &KafkaContext, req: &Request<'_>, body: OffsetFetchRequest) -> OffsetFetchResponse {
+pub async fn offset_fetch(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: OffsetFetchRequest,
+) -> OffsetFetchResponse {
     if req.version >= 8 {
         let groups = body
             .groups
             .into_iter()
             .map(|g| {
                 let wanted = g.topics.map(|ts: Vec<OffsetFetchRequestTopics>| {
-                    ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect()
+                    ts.into_iter()
+                        .map(|t| (t.name, t.partition_indexes))
+                        .collect()
                 });
                 let topics = lookup(ctx, g.group_id.0.as_str(), wanted)
                     .into_iter()
@@ -160,9 +174,11 @@ pub async fn offset_fetch(ctx: &KafkaContext, req: &Request<'_>, body: OffsetFet
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = body
-        .topics
-        .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    let wanted = body.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name, t.partition_indexes))
+            .collect()
+    });
     let topics = lookup(ctx, body.group_id.0.as_str(), wanted)
         .into_iter()
         .map(|(name, rows)| {

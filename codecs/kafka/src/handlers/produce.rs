@@ -16,7 +16,11 @@ use super::{Request, ensure_topic, stream_name};
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn handle(ctx: &KafkaContext, _req: &Request<'_>, body: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: ProduceRequest,
+) -> Option<ProduceResponse> {
     let durability = match body.acks {
         -1 => Durability::Sync,
         0 | 1 => Durability::Buffered,
@@ -88,19 +92,32 @@ async fn append_one(
         Err(BatchError::CrcMismatch { .. }) => return error(index, ResponseError::CorruptMessage),
         Err(_) => return error(index, ResponseError::InvalidRecord),
     };
-    if batches.iter().any(|b| b.len() > ctx.settings.max_message_bytes) {
+    if batches
+        .iter()
+        .any(|b| b.len() > ctx.settings.max_message_bytes)
+    {
         return error(index, ResponseError::MessageTooLarge);
     }
     let append_time = log_append_time(ctx, stream);
     let batches: Vec<RecordBatch> = match append_time {
-        Some(now) => batches.iter().map(|b| b.with_log_append_time(now)).collect(),
+        Some(now) => batches
+            .iter()
+            .map(|b| b.with_log_append_time(now))
+            .collect(),
         None => batches,
     };
-    let records: i64 = batches.iter().map(|b| i64::from(b.header().record_count)).sum();
+    let records: i64 = batches
+        .iter()
+        .map(|b| i64::from(b.header().record_count))
+        .sum();
     match ctx.router.append(tp, batches, Durability::Buffered).await {
         Ok(at) => {
             ctx.metrics.produced_records.inc_by(records.max(0) as u64);
-            let log_start = ctx.router.bounds(tp).await.map_or(-1, |b| b.log_start as i64);
+            let log_start = ctx
+                .router
+                .bounds(tp)
+                .await
+                .map_or(-1, |b| b.log_start as i64);
             PartitionProduceResponse::default()
                 .with_base_offset(at.base_offset as i64)
                 .with_log_append_time_ms(append_time.unwrap_or(-1))
@@ -120,8 +137,12 @@ async fn append_one(
 /// `Some(now)` when the topic stamps records with the broker's time.
 fn log_append_time(ctx: &KafkaContext, stream: &StreamName) -> Option<i64> {
     let meta = ctx.router.stream(stream)?;
-    (meta.config.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime"))
-        .then(now_ms)
+    (meta
+        .config
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        == Some("LogAppendTime"))
+    .then(now_ms)
 }
 
 fn error(index: i32, e: ResponseError) -> PartitionProduceResponse {
@@ -134,8 +155,15 @@ fn error(index: i32, e: ResponseError) -> PartitionProduceResponse {
 }
 
 fn fail_partition(responses: &mut [TopicProduceResponse], tp: &TopicPartition, code: i16) {
-    for t in responses.iter_mut().filter(|t| t.name.0.as_str() == tp.stream.as_str()) {
-        for p in t.partition_responses.iter_mut().filter(|p| p.index == tp.partition as i32) {
+    for t in responses
+        .iter_mut()
+        .filter(|t| t.name.0.as_str() == tp.stream.as_str())
+    {
+        for p in t
+            .partition_responses
+            .iter_mut()
+            .filter(|p| p.index == tp.partition as i32)
+        {
             p.error_code = code;
         }
     }

@@ -9,7 +9,11 @@ use super::Request;
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn handle(ctx: &KafkaContext, _req: &Request<'_>, body: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);

@@ -20,7 +20,11 @@ use super::{Request, stream_name};
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn delete_records(ctx: &KafkaContext, _req: &Request<'_>, body: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::new();
     for t in body.topics {
         let stream = stream_name(&t.name);
@@ -58,7 +62,11 @@ async fn delete_one(
         Err(e) => return base.with_error_code(router_error_code(&e)),
     };
     // -1 means "up to the high watermark".
-    let target = if offset == -1 { bounds.high_watermark as i64 } else { offset };
+    let target = if offset == -1 {
+        bounds.high_watermark as i64
+    } else {
+        offset
+    };
     if target < 0 || target as u64 > bounds.high_watermark {
         return base.with_error_code(ResponseError::OffsetOutOfRange.code());
     }
@@ -90,7 +98,9 @@ pub async fn offset_for_leader_epoch(
                 (Some(s), true) => {
                     let tp = TopicPartition::new(s.clone(), p.partition as u32);
                     match ctx.router.bounds(&tp).await {
-                        Ok(b) => base.with_leader_epoch(0).with_end_offset(b.high_watermark as i64),
+                        Ok(b) => base
+                            .with_leader_epoch(0)
+                            .with_end_offset(b.high_watermark as i64),
                         Err(e) => base.with_error_code(router_error_code(&e)),
                     }
                 }

@@ -18,12 +18,20 @@ use super::{Request, str_bytes, stream_name, topic_name};
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn create_topics(ctx: &KafkaContext, _req: &Request<'_>, body: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    ctx: &KafkaContext,
+    _req: &Request<'_>,
+    body: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(body.topics.len());
     for t in body.topics {
         let base = CreatableTopicResult::default().with_name(t.name.clone());
         let Some(name) = stream_name(&t.name) else {
-            results.push(fail(base, ResponseError::InvalidTopicException, "invalid topic name"));
+            results.push(fail(
+                base,
+                ResponseError::InvalidTopicException,
+                "invalid topic name",
+            ));
             continue;
         };
         let partitions = if t.num_partitions == -1 {
@@ -32,11 +40,19 @@ pub async fn create_topics(ctx: &KafkaContext, _req: &Request<'_>, body: CreateT
             t.num_partitions
         };
         if partitions <= 0 || partitions as u32 > MAX_PARTITIONS {
-            results.push(fail(base, ResponseError::InvalidPartitions, "partition count out of range"));
+            results.push(fail(
+                base,
+                ResponseError::InvalidPartitions,
+                "partition count out of range",
+            ));
             continue;
         }
         if t.replication_factor == 0 || t.replication_factor < -1 {
-            results.push(fail(base, ResponseError::InvalidReplicationFactor, "replication factor must be -1 or positive"));
+            results.push(fail(
+                base,
+                ResponseError::InvalidReplicationFactor,
+                "replication factor must be -1 or positive",
+            ));
             continue;
         }
         let mut config = BTreeMap::new();
@@ -56,13 +72,22 @@ pub async fn create_topics(ctx: &KafkaContext, _req: &Request<'_>, body: CreateT
         if body.validate_only {
             let exists = ctx.router.stream(&name).is_some();
             results.push(if exists {
-                fail(base, ResponseError::TopicAlreadyExists, "topic already exists")
+                fail(
+                    base,
+                    ResponseError::TopicAlreadyExists,
+                    "topic already exists",
+                )
             } else {
-                base.with_num_partitions(partitions).with_replication_factor(1)
+                base.with_num_partitions(partitions)
+                    .with_replication_factor(1)
             });
             continue;
         }
-        let res = match ctx.router.create_stream(name, partitions as u32, config).await {
+        let res = match ctx
+            .router
+            .create_stream(name, partitions as u32, config)
+            .await
+        {
             Ok(meta) => base
                 .with_topic_id(Uuid::from_u128(meta.id))
                 .with_num_partitions(meta.partitions as i32)
@@ -85,12 +110,22 @@ fn fail(base: CreatableTopicResult, e: ResponseError, msg: &str) -> CreatableTop
         .with_replication_factor(-1)
 }
 
-pub async fn delete_topics(ctx: &KafkaContext, req: &Request<'_>, body: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    ctx: &KafkaContext,
+    req: &Request<'_>,
+    body: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id in `topics`; earlier versions list names.
     let names: Vec<(Option<TopicName>, Uuid)> = if req.version >= 6 {
-        body.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        body.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        body.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        body.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(names.len());
     for (name, id) in names {
@@ -130,7 +165,9 @@ pub async fn create_partitions(
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let res = match stream_name(&t.name) {
             None => base.with_error_code(ResponseError::InvalidTopicException.code()),
-            Some(_) if t.count <= 0 => base.with_error_code(ResponseError::InvalidPartitions.code()),
+            Some(_) if t.count <= 0 => {
+                base.with_error_code(ResponseError::InvalidPartitions.code())
+            }
             Some(s) if body.validate_only => match ctx.router.stream(&s) {
                 None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(m) if m.partitions >= t.count as u32 => {
