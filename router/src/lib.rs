@@ -18,8 +18,8 @@ use switchboard_model::{Offset, PartitionId, RecordBatch, StreamName, TopicParti
 use switchboard_storage::{Appended, Bounds, Durability, ReadChunk, SharedStorage, StorageError};
 
 pub use meta::{MetaError, MetaStore};
-pub use partition::Waiter;
 use partition::PartitionHandle;
+pub use partition::Waiter;
 use producers::SequenceCheck;
 pub use retention::{RetentionDefaults, spawn_retention};
 pub use table::{Applied, Command, CommittedOffset, OffsetCommit, Rejection, StreamMeta};
@@ -163,7 +163,10 @@ impl Router {
     }
 
     pub async fn add_partitions(&self, name: &StreamName, total: u32) -> RouterResult<StreamMeta> {
-        let cmd = Command::AddPartitions { name: name.clone(), total };
+        let cmd = Command::AddPartitions {
+            name: name.clone(),
+            total,
+        };
         let meta = self.expect_stream(self.meta.propose(cmd).await?)?;
         for p in 0..meta.partitions {
             self.storage
@@ -178,7 +181,10 @@ impl Router {
         name: &StreamName,
         changes: Vec<(String, Option<String>)>,
     ) -> RouterResult<StreamMeta> {
-        let cmd = Command::AlterConfig { name: name.clone(), changes };
+        let cmd = Command::AlterConfig {
+            name: name.clone(),
+            changes,
+        };
         self.expect_stream(self.meta.propose(cmd).await?)
     }
 
@@ -209,8 +215,14 @@ impl Router {
             for b in batches {
                 match producers.check(b.header()) {
                     SequenceCheck::Append => fresh.push(b),
-                    SequenceCheck::Duplicate { base_offset, last_offset } => {
-                        duplicate = Some(Appended { base_offset, last_offset });
+                    SequenceCheck::Duplicate {
+                        base_offset,
+                        last_offset,
+                    } => {
+                        duplicate = Some(Appended {
+                            base_offset,
+                            last_offset,
+                        });
                     }
                     SequenceCheck::OutOfOrder { expected, got } => {
                         return Err(RouterError::OutOfOrderSequence {
@@ -228,10 +240,10 @@ impl Router {
                     }
                 }
             }
-            if fresh.is_empty() {
-                if let Some(d) = duplicate {
-                    return Ok(d);
-                }
+            if fresh.is_empty()
+                && let Some(d) = duplicate
+            {
+                return Ok(d);
             }
             let headers: Vec<_> = fresh.iter().map(|b| *b.header()).collect();
             let appended = self.storage.append(tp, fresh, Durability::Buffered).await?;
@@ -294,20 +306,38 @@ impl Router {
         }
     }
 
-    pub async fn commit_offsets(&self, group: &str, offsets: Vec<OffsetCommit>) -> RouterResult<()> {
-        let cmd = Command::CommitOffsets { group: group.to_owned(), offsets };
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<OffsetCommit>,
+    ) -> RouterResult<()> {
+        let cmd = Command::CommitOffsets {
+            group: group.to_owned(),
+            offsets,
+        };
         match self.meta.propose(cmd).await? {
             Applied::Rejected(r) => Err(r.into()),
             _ => Ok(()),
         }
     }
 
-    pub fn committed(&self, group: &str, stream: &StreamName, p: PartitionId) -> Option<CommittedOffset> {
+    pub fn committed(
+        &self,
+        group: &str,
+        stream: &StreamName,
+        p: PartitionId,
+    ) -> Option<CommittedOffset> {
         self.meta.read(|t| t.committed(group, stream, p).cloned())
     }
 
     pub async fn delete_group(&self, group: &str) -> RouterResult<()> {
-        match self.meta.propose(Command::DeleteGroup { group: group.to_owned() }).await? {
+        match self
+            .meta
+            .propose(Command::DeleteGroup {
+                group: group.to_owned(),
+            })
+            .await?
+        {
             Applied::Rejected(r) => Err(r.into()),
             _ => Ok(()),
         }

@@ -22,7 +22,9 @@ impl Waiter {
 
     /// Waits for an append on a registered partition or the timeout; true if woken.
     pub async fn wait(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.notify.notified()).await.is_ok()
+        tokio::time::timeout(timeout, self.notify.notified())
+            .await
+            .is_ok()
     }
 }
 
@@ -50,7 +52,8 @@ impl PartitionHandle {
     }
 
     pub(crate) fn advance(&self, high_watermark: u64) {
-        self.high_watermark.fetch_max(high_watermark, Ordering::AcqRel);
+        self.high_watermark
+            .fetch_max(high_watermark, Ordering::AcqRel);
         self.wake_all();
     }
 

@@ -31,7 +31,10 @@ pub enum SequenceCheck {
     /// Not from an idempotent producer, or the next expected sequence: append it.
     Append,
     /// Already stored at these offsets: acknowledge without writing.
-    Duplicate { base_offset: Offset, last_offset: Offset },
+    Duplicate {
+        base_offset: Offset,
+        last_offset: Offset,
+    },
     /// A gap or a reordering.
     OutOfOrder { expected: i32, got: i32 },
     /// The producer was fenced by a newer epoch.
@@ -83,7 +86,10 @@ impl ProducerStates {
                 last_offset: l.last_offset,
             };
         }
-        let expected = p.recent.back().map_or(h.base_sequence, |l| next_seq(l.last_seq));
+        let expected = p
+            .recent
+            .back()
+            .map_or(h.base_sequence, |l| next_seq(l.last_seq));
         if h.base_sequence == expected {
             SequenceCheck::Append
         } else {
@@ -149,7 +155,10 @@ mod tests {
         s.record(&first, 100);
         assert_eq!(
             s.check(&first),
-            SequenceCheck::Duplicate { base_offset: 100, last_offset: 109 }
+            SequenceCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 109
+            }
         );
         let next = header(7, 0, 10, 5);
         assert_eq!(s.check(&next), SequenceCheck::Append);
@@ -161,7 +170,10 @@ mod tests {
         s.record(&header(7, 0, 0, 10), 0);
         assert_eq!(
             s.check(&header(7, 0, 15, 1)),
-            SequenceCheck::OutOfOrder { expected: 10, got: 15 }
+            SequenceCheck::OutOfOrder {
+                expected: 10,
+                got: 15
+            }
         );
     }
 

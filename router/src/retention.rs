@@ -56,7 +56,11 @@ pub fn spawn_retention(
                 }
                 for p in 0..meta.partitions {
                     let tp = TopicPartition::new(meta.name.clone(), p);
-                    if let Err(e) = router.storage().apply_retention(&tp, retention, now_ms()).await {
+                    if let Err(e) = router
+                        .storage()
+                        .apply_retention(&tp, retention, now_ms())
+                        .await
+                    {
                         tracing::warn!(partition = %tp, error = %e, "retention pass failed");
                     }
                 }

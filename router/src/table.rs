@@ -201,7 +201,11 @@ impl RoutingTable {
         Applied::Stream(meta.clone())
     }
 
-    fn alter_config(&mut self, name: &StreamName, changes: Vec<(String, Option<String>)>) -> Applied {
+    fn alter_config(
+        &mut self,
+        name: &StreamName,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Applied {
         let Some(meta) = self.streams.get_mut(name) else {
             return Applied::Rejected(Rejection::UnknownStream(name.clone()));
         };
@@ -333,31 +337,66 @@ mod tests {
     fn partitions_grow_but_never_shrink() {
         let mut t = RoutingTable::default();
         create(&mut t, "orders", 3);
-        let grown = t.apply(Command::AddPartitions { name: name("orders"), total: 5 });
-        assert!(matches!(grown, Applied::Stream(StreamMeta { partitions: 5, .. })));
-        let shrink = t.apply(Command::AddPartitions { name: name("orders"), total: 2 });
-        assert!(matches!(shrink, Applied::Rejected(Rejection::CannotShrink { .. })));
+        let grown = t.apply(Command::AddPartitions {
+            name: name("orders"),
+            total: 5,
+        });
+        assert!(matches!(
+            grown,
+            Applied::Stream(StreamMeta { partitions: 5, .. })
+        ));
+        let shrink = t.apply(Command::AddPartitions {
+            name: name("orders"),
+            total: 2,
+        });
+        assert!(matches!(
+            shrink,
+            Applied::Rejected(Rejection::CannotShrink { .. })
+        ));
     }
 
     #[test]
     fn deleting_a_stream_drops_its_committed_offsets() {
         let mut t = RoutingTable::default();
         create(&mut t, "orders", 1);
-        let committed = CommittedOffset { offset: 5, leader_epoch: 0, metadata: String::new(), commit_ms: 2 };
+        let committed = CommittedOffset {
+            offset: 5,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_ms: 2,
+        };
         t.apply(Command::CommitOffsets {
             group: "g".into(),
-            offsets: vec![OffsetCommit { stream: name("orders"), partition: 0, committed }],
+            offsets: vec![OffsetCommit {
+                stream: name("orders"),
+                partition: 0,
+                committed,
+            }],
         });
-        assert_eq!(t.committed("g", &name("orders"), 0).map(|c| c.offset), Some(5));
-        t.apply(Command::DeleteStream { name: name("orders") });
+        assert_eq!(
+            t.committed("g", &name("orders"), 0).map(|c| c.offset),
+            Some(5)
+        );
+        t.apply(Command::DeleteStream {
+            name: name("orders"),
+        });
         assert!(t.committed("g", &name("orders"), 0).is_none());
     }
 
     #[test]
     fn same_commands_give_same_table_and_snapshot_round_trips() {
         let cmds = vec![
-            Command::CreateStream { name: name("a"), id: 1, partitions: 2, config: BTreeMap::new(), created_ms: 3 },
-            Command::AlterConfig { name: name("a"), changes: vec![("retention.ms".into(), Some("1000".into()))] },
+            Command::CreateStream {
+                name: name("a"),
+                id: 1,
+                partitions: 2,
+                config: BTreeMap::new(),
+                created_ms: 3,
+            },
+            Command::AlterConfig {
+                name: name("a"),
+                changes: vec![("retention.ms".into(), Some("1000".into()))],
+            },
             Command::AllocateProducerId,
             Command::AllocateProducerId,
         ];

@@ -122,7 +122,10 @@ mod tests {
     fn frames_are_split_only_when_whole() {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[0, 0, 0, 3, b'a', b'b']);
-        assert!(next_frame(&mut buf, 100).unwrap().is_none(), "need more bytes is not an error");
+        assert!(
+            next_frame(&mut buf, 100).unwrap().is_none(),
+            "need more bytes is not an error"
+        );
         buf.extend_from_slice(&[b'c', 0, 0]);
         assert_eq!(&next_frame(&mut buf, 100).unwrap().unwrap()[..], b"abc");
         assert_eq!(buf.len(), 2, "the next frame's bytes stay buffered");
@@ -131,9 +134,15 @@ mod tests {
     #[test]
     fn oversized_and_negative_sizes_are_errors() {
         let mut big = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(next_frame(&mut big, 1024), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            next_frame(&mut big, 1024),
+            Err(WireError::TooLarge { .. })
+        ));
         let mut neg = BytesMut::from(&[0xff, 0xff, 0xff, 0xfb][..]);
-        assert!(matches!(next_frame(&mut neg, 1024), Err(WireError::NegativeSize(-5))));
+        assert!(matches!(
+            next_frame(&mut neg, 1024),
+            Err(WireError::NegativeSize(-5))
+        ));
     }
 
     #[test]

@@ -328,3 +328,74 @@ async fn a_group_with_unreachable_peers_reports_no_leader() {
         again.err()
     );
 }
+
+const CRASH_DIR_ENV: &str = "SWITCHBOARD_META_CRASH_DIR";
+
+/// Run by `acknowledged_proposals_survive_kill_9` in a child process: allocates producer ids
+/// and prints each one once `propose` has acknowledged it, until it is killed.
+#[tokio::test]
+#[ignore = "child process of acknowledged_proposals_survive_kill_9"]
+async fn crash_child_proposes_until_killed() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let store = MetaStore::open(std::path::Path::new(&dir))
+        .await
+        .expect("open");
+    for _ in 0..100_000 {
+        if let Applied::ProducerId(id) = propose(&store, Command::AllocateProducerId).await {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ACK {id}");
+            let _ = out.flush();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_proposals_survive_kill_9() {
+    use std::io::BufRead;
+    use std::process::{Command as Process, Stdio};
+
+    let dir = TempDir::new().expect("tempdir");
+    let mut child = Process::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "meta::tests::crash_child_proposes_until_killed"])
+        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut acked = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(id) = line
+            .strip_prefix("ACK ")
+            .and_then(|s| s.parse::<i64>().ok())
+        {
+            acked = Some(id);
+            if id >= 200 {
+                break;
+            }
+        }
+    }
+    child.kill().expect("SIGKILL the child");
+    let _ = child.wait();
+    let acked = acked.expect("the child acknowledged proposals before being killed");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = MetaStore::open(dir.path())
+            .await
+            .expect("reopen after kill -9");
+        match propose(&store, Command::AllocateProducerId).await {
+            Applied::ProducerId(next) => assert!(next > acked, "acked {acked}, next {next}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+        store.shutdown().await.expect("shutdown");
+    });
+}
