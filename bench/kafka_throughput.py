@@ -21,8 +21,8 @@ def main():
     ap.add_argument("--partitions", type=int, default=1)
     a = ap.parse_args()
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": a.bootstrap}).create_topics(
-        [NewTopic(topic, num_partitions=a.partitions, replication_factor=1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": a.bootstrap})  # must outlive the future
+    admin.create_topics([NewTopic(topic, num_partitions=a.partitions, replication_factor=1)])[topic].result(30)
     payload = b"x" * a.size
     p = Producer({"bootstrap.servers": a.bootstrap, "acks": a.acks, "linger.ms": 5,
                   "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000})
