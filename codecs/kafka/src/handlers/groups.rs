@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
     SyncGroupResponse,
 };
 
+use super::metadata::GROUP_OPS;
 use super::{Request, str_bytes};
 use crate::KafkaContext;
 use crate::coordinator::JoinRequest;
@@ -182,9 +183,14 @@ pub async fn describe_groups(
         .groups
         .into_iter()
         .map(|g| {
+            let ops = if body.include_authorized_operations {
+                GROUP_OPS
+            } else {
+                i32::MIN
+            };
             let base = DescribedGroup::default()
                 .with_group_id(g.clone())
-                .with_authorized_operations(i32::MIN);
+                .with_authorized_operations(ops);
             match ctx.coordinator.describe(g.0.as_str()) {
                 Some(view) => {
                     let members = view

@@ -15,6 +15,24 @@ use crate::KafkaContext;
 /// Kafka's marker for "authorized operations were not requested".
 const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
+/// There are no ACLs yet, so every operation that applies to a resource is authorized.
+/// Bits are Kafka's AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7,
+/// DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+pub(crate) const TOPIC_OPS: i32 = bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+const CLUSTER_OPS: i32 = bits(&[5, 7, 8, 9, 10, 11, 12]);
+/// For groups: READ, DELETE, DESCRIBE.
+pub(crate) const GROUP_OPS: i32 = bits(&[3, 6, 8]);
+
+const fn bits(ops: &[u32]) -> i32 {
+    let mut v = 0i32;
+    let mut i = 0;
+    while i < ops.len() {
+        v |= 1 << ops[i];
+        i += 1;
+    }
+    v
+}
+
 pub async fn handle(
     ctx: &KafkaContext,
     req: &Request<'_>,
@@ -33,7 +51,7 @@ pub async fn handle(
     };
     // Auto-creation through Metadata is on by default before v4, where the flag appeared.
     let allow_create = body.allow_auto_topic_creation || req.version < 4;
-    let topics = match wanted {
+    let mut topics: Vec<MetadataResponseTopic> = match wanted {
         None => ctx
             .router
             .streams()
@@ -48,12 +66,22 @@ pub async fn handle(
             out
         }
     };
+    if body.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            t.topic_authorized_operations = TOPIC_OPS;
+        }
+    }
+    let cluster_ops = if body.include_cluster_authorized_operations {
+        CLUSTER_OPS
+    } else {
+        OPS_NOT_REQUESTED
+    };
     MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(str_bytes(ctx.settings.cluster_id.clone())))
         .with_controller_id(node)
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPS_NOT_REQUESTED)
+        .with_cluster_authorized_operations(cluster_ops)
 }
 
 async fn one_topic(
