@@ -2,7 +2,6 @@
 //! idle timeout, and answers requests in order (Kafka processes one request per connection at a
 //! time, which is what keeps responses ordered).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,9 +118,4 @@ async fn serve_connection(
             }
         }
     }
-}
-
-/// Addresses for logs.
-pub fn describe(addr: &SocketAddr) -> String {
-    addr.to_string()
 }

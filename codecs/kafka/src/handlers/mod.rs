@@ -34,7 +34,8 @@ fn reply<R: Encodable + HeaderVersion>(req: &Request<'_>, body: &R) -> Result<Re
     wire::encode_response(req.header.correlation_id, req.version, body).map(Reply::Frame)
 }
 
-/// Decodes the body as `$ty`, awaits `$handler(ctx, &req, body)` and encodes its answer.
+/// Decodes the body as the handler's request type, awaits `$handler(ctx, &req, body)` and
+/// encodes its answer.
 macro_rules! route {
     ($ctx:expr, $req:expr, $body:expr, $handler:path) => {{
         let decoded = wire::decode_body($req.api, $req.version, &mut $body)?;

@@ -91,8 +91,7 @@ pub async fn offset_for_leader_epoch(
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
             let res = match (&stream, p.partition >= 0) {
-                (Some(s), true) if p.leader_epoch > 0 => {
-                    let _ = s;
+                (Some(_), true) if p.leader_epoch > 0 => {
                     base.with_error_code(ResponseError::UnknownLeaderEpoch.code())
                 }
                 (Some(s), true) => {
