@@ -2,12 +2,20 @@
 
 The binary is taken from $SB_TEST_BIN, else target/debug/switchboard (built by scripts/test).
 Ports are never assumed free: each server gets ports the OS just handed out.
+
+The MQTT tests run against the broker chosen with `--mqtt-broker`: `switchboard` (the default)
+or `mosquitto`, the reference broker (Debian's /usr/sbin/mosquitto, started by the fixture on
+free ports). Tests marked `switchboard_only` (cross-protocol behaviour) are skipped under
+mosquitto.
 """
+import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -26,13 +34,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port, is_alive, describe, timeout=30.0):
+    """Waits until 127.0.0.1:port accepts a TCP connection."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not is_alive():
+            raise RuntimeError(f"exited before listening on {port}: {describe()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s: {describe()}")
+
+
+@functools.lru_cache(maxsize=None)
+def binary_config_keys() -> frozenset:
+    """Dotted keys of the binary's embedded configuration (`switchboard config`); empty when the
+    binary cannot be run."""
+    try:
+        out = subprocess.run([binary(), "config"], capture_output=True, timeout=30, check=True).stdout
+        tree = tomllib.loads(out.decode())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return frozenset()
+    keys = set()
+
+    def walk(prefix, node):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                keys.add(f"{prefix}{k}")
+
+    walk("", tree)
+    return frozenset(keys)
+
+
 class Server:
     """One switchboard process; can be killed with SIGKILL and restarted on the same ports."""
 
-    def __init__(self, data_dir: Path, extra_sets=()):
+    def __init__(self, data_dir: Path, extra_sets=(), mqtt=False, config_file=None):
+        """mqtt: the test needs the MQTT listeners (their ports are then always passed, and the
+        start waits for them); otherwise they are passed only when the binary has those keys,
+        so that no server binds the default MQTT port. config_file: given as `--config`."""
         self.data_dir = data_dir
         self.kafka_port = free_port()
         self.admin_port = free_port()
+        self.mqtt_port = free_port()
+        self.ws_port = free_port()
+        self.mqtt = mqtt
+        self.config_file = config_file
         self.extra_sets = list(extra_sets)
         self.proc = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -50,9 +101,16 @@ class Server:
             f"kafka.listen=127.0.0.1:{self.kafka_port}",
             f"admin.listen=127.0.0.1:{self.admin_port}",
             "kafka.group_initial_rebalance_delay=1s",
-            *self.extra_sets,
         ]
+        known = binary_config_keys()
+        if self.mqtt or "mqtt.listen" in known:
+            sets.append(f"mqtt.listen=127.0.0.1:{self.mqtt_port}")
+        if self.mqtt or "mqtt.ws_listen" in known:
+            sets.append(f"mqtt.ws_listen=127.0.0.1:{self.ws_port}")
+        sets += self.extra_sets
         out = [binary(), "serve", "--data-dir", str(self.data_dir)]
+        if self.config_file is not None:
+            out += ["--config", str(self.config_file)]
         for s in sets:
             out += ["--set", s]
         return out
@@ -67,6 +125,10 @@ class Server:
             try:
                 with urllib.request.urlopen(f"http://{self.admin}/healthz", timeout=1) as r:
                     if r.status == 200:
+                        if self.mqtt:
+                            left = max(1.0, deadline - time.time())
+                            for port in (self.mqtt_port, self.ws_port):
+                                wait_for_port(port, self.is_alive, self.log_tail, left)
                         return self
             except OSError:
                 time.sleep(0.1)
@@ -114,3 +176,203 @@ def server_factory(tmp_path):
     yield make
     for s in made:
         s.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# MQTT: the broker under test.
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--mqtt-broker", choices=("switchboard", "mosquitto"), default="switchboard",
+        help="broker the MQTT tests run against: switchboard (default) or Debian's mosquitto, "
+             "the reference broker")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "switchboard_only: behaviour only Switchboard has (MQTT <-> Kafka); "
+                   "skipped under --mqtt-broker=mosquitto")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--mqtt-broker") != "mosquitto":
+        return
+    skip = pytest.mark.skip(reason="switchboard-only (cross-protocol) behaviour; "
+                                   "the suite runs with --mqtt-broker=mosquitto")
+    for item in items:
+        if "switchboard_only" in item.keywords:
+            item.add_marker(skip)
+
+
+class Mosquitto:
+    """The reference broker on free loopback ports: MQTT over TCP and over WebSocket, with
+    persistence in its own directory. `restart()` keeps ports and data; mosquitto writes its
+    persistence file on a clean shutdown (and only every autosave_interval otherwise), so a
+    kill -9 loses sessions: `kill9()` exists for symmetry, not for durability tests."""
+
+    kind = "mosquitto"
+    host = "127.0.0.1"
+    # Largest packet accepted (max_packet_size); advertised in the MQTT 5 CONNACK.
+    max_packet_size = 256 * 1024
+
+    def __init__(self, workdir: Path, users=None):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "persist").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.ws_port = free_port()
+        self.conf_path = self.dir / "mosquitto.conf"
+        self.log_path = self.dir / "mosquitto.log"
+        self.proc = None
+        lines = [
+            "per_listener_settings false",
+            "persistence true",
+            f"persistence_location {self.dir / 'persist'}/",
+            f"max_packet_size {self.max_packet_size}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # stay root: the temp directories belong to root
+        if users:
+            pw = self.dir / "passwd"
+            for n, (name, password) in enumerate(users.items()):
+                flags = ["-c"] if n == 0 else []
+                subprocess.run(["mosquitto_passwd", *flags, "-b", str(pw), name, password],
+                               check=True, capture_output=True, timeout=30)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines.append("allow_anonymous true")
+        lines += [
+            f"listener {self.port} 127.0.0.1",
+            f"listener {self.ws_port} 127.0.0.1",
+            "protocol websockets",
+        ]
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout=10.0):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        for port in (self.port, self.ws_port):
+            wait_for_port(port, self.is_alive, self.log_tail, timeout)
+        return self
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+class SwitchboardMqtt:
+    """A switchboard server seen as an MQTT broker; `.server` is the Server (for Kafka)."""
+
+    kind = "switchboard"
+    host = "127.0.0.1"
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @property
+    def port(self):
+        return self.server.mqtt_port
+
+    @property
+    def ws_port(self):
+        return self.server.ws_port
+
+    @property
+    def bootstrap(self):
+        return self.server.bootstrap
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def kill9(self):
+        self.server.kill9()
+
+    def stop(self):
+        self.server.stop()
+
+    def restart(self):
+        self.server.stop()
+        self.server.start()
+        return self
+
+    def is_alive(self) -> bool:
+        return self.server.is_alive()
+
+    def log_tail(self, n=4000) -> str:
+        return self.server.log_tail(n)
+
+
+def make_mqtt_broker(config, workdir: Path, users=None):
+    """Starts the broker chosen with --mqtt-broker in workdir; `users` ({name: password}) turns
+    anonymous access off."""
+    kind = config.getoption("--mqtt-broker")
+    if kind == "mosquitto":
+        if not os.path.exists(MOSQUITTO) or (users and shutil.which("mosquitto_passwd") is None):
+            pytest.skip("mosquitto not installed (scripts/setup installs it)")
+        return Mosquitto(workdir, users=users).start()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = None
+    if users:
+        config_file = workdir / "switchboard.toml"
+        body = ["[mqtt]", "allow_anonymous = false", "", "[users]"]
+        body += [f'{name} = "{password}"' for name, password in users.items()]
+        config_file.write_text("\n".join(body) + "\n")
+    return SwitchboardMqtt(Server(workdir / "data", mqtt=True, config_file=config_file)).start()
+
+
+@pytest.fixture
+def mqtt_broker(request, tmp_path):
+    b = make_mqtt_broker(request.config, tmp_path / "mqtt")
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def mqtt_auth_broker(request, tmp_path):
+    """A broker that admits only alice / secret."""
+    b = make_mqtt_broker(request.config, tmp_path / "mqtt-auth", users={"alice": "secret"})
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def peers():
+    """peers(broker, **kw) -> a connected mqttkit.Peer; all closed after the test."""
+    from mqttkit import Peers
+
+    made = Peers()
+    yield made
+    made.close_all()

@@ -28,6 +28,9 @@ pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 /// `default.toml` shows each as a commented-out example. All of them take strings.
 pub const OPTIONAL_KEYS: [&str; 2] = ["kafka.advertised_host", "meta.dir"];
 
+/// Sections whose keys are names chosen by the operator (user names), not fixed settings.
+pub const OPEN_SECTIONS: [&str; 1] = ["users"];
+
 /// Loads the configuration: the embedded defaults, overridden by `file` (a TOML document that
 /// may hold any subset of the keys), then by the `SWITCHBOARD_*` variables of `env` (pass
 /// `std::env::vars()`; other variables are ignored), then by `sets`, each `key.path=value`.
@@ -118,6 +121,13 @@ impl Layers {
 
     fn kind(&self, key: &str) -> Kind {
         if OPTIONAL_KEYS.contains(&key) {
+            return Kind::StringKey;
+        }
+        if let Some((section, name)) = key.split_once('.')
+            && OPEN_SECTIONS.contains(&section)
+            && !name.is_empty()
+            && !name.contains('.')
+        {
             return Kind::StringKey;
         }
         let mut table = &self.defaults;

@@ -1,6 +1,7 @@
 //! The typed configuration. `default.toml` documents every key; the doc comments here say what
 //! the code that reads a value may rely on.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -19,11 +20,15 @@ pub struct Config {
     /// Name of the cluster; the Kafka cluster id.
     pub cluster_id: String,
     pub kafka: KafkaConfig,
+    pub mqtt: MqttConfig,
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
     pub meta: MetaConfig,
     pub log: LogConfig,
+    /// User name → password, for every protocol that authenticates.
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
 }
 
 /// `[kafka]`: the Kafka front end.
@@ -62,6 +67,46 @@ impl KafkaConfig {
             ip => ip.to_string(),
         }
     }
+}
+
+/// `[mqtt]`: the MQTT front end (TCP and WebSocket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub ws_enabled: bool,
+    pub ws_listen: SocketAddr,
+    /// Starts with `/`.
+    pub ws_path: String,
+    pub allow_anonymous: bool,
+    /// Not zero, at most 268 435 455 (the protocol's largest packet).
+    pub max_packet_size: Size,
+    /// At least 1.
+    pub max_connections: usize,
+    /// 1 to 65535.
+    pub receive_maximum: u16,
+    /// Whole seconds, at most 65535; zero accepts what clients ask.
+    pub max_keep_alive: HumanDuration,
+    pub topic_alias_maximum: u16,
+    /// At least 1.
+    pub max_queued_messages: usize,
+    pub max_session_expiry: Limit<HumanDuration>,
+    pub connect_timeout: HumanDuration,
+    /// A valid stream name.
+    pub default_stream: String,
+    /// At least 1.
+    pub stream_partitions: u32,
+    #[serde(default)]
+    pub routes: Vec<MqttRoute>,
+}
+
+/// One `[[mqtt.routes]]` entry: publishes whose topic matches `filter` go to `stream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttRoute {
+    pub filter: String,
+    pub stream: String,
 }
 
 /// `[admin]`: the admin HTTP endpoint (/metrics, /healthz, API).
@@ -199,6 +244,26 @@ impl Config {
                 "storage.log.fsync_interval",
                 "must not be zero when fsync = \"interval\"".into(),
             ));
+        }
+        let mqtt = &self.mqtt;
+        let mqtt_nonzero = [
+            ("mqtt.max_packet_size", mqtt.max_packet_size.bytes()),
+            ("mqtt.max_connections", mqtt.max_connections as u64),
+            ("mqtt.receive_maximum", u64::from(mqtt.receive_maximum)),
+            ("mqtt.max_queued_messages", mqtt.max_queued_messages as u64),
+            ("mqtt.stream_partitions", u64::from(mqtt.stream_partitions)),
+        ];
+        if let Some((key, _)) = mqtt_nonzero.iter().find(|(_, value)| *value == 0) {
+            return Err((key, "must not be zero".into()));
+        }
+        if mqtt.max_packet_size.bytes() > 268_435_455 {
+            return Err(("mqtt.max_packet_size", "must be at most 268435455 bytes, the largest MQTT packet".into()));
+        }
+        if mqtt.max_keep_alive.get().as_secs() > u64::from(u16::MAX) {
+            return Err(("mqtt.max_keep_alive", "must be at most 65535s".into()));
+        }
+        if !mqtt.ws_path.starts_with('/') {
+            return Err(("mqtt.ws_path", format!("{:?} must start with '/'", mqtt.ws_path)));
         }
         if kafka.group_min_session_timeout > kafka.group_max_session_timeout {
             return Err((

@@ -320,12 +320,22 @@ fn an_unknown_key_in_the_file_is_named_with_a_suggestion() {
     assert_eq!(origin, &Origin::File(file.path().to_owned()));
     assert_eq!(suggestion.as_deref(), Some("kafka.listen"));
 
-    let file = config_file("[mqtt]\nlisten = \"0.0.0.0:1883\"\n");
+    let file = config_file("[nats]\nlisten = \"0.0.0.0:4222\"\n");
     let err = load_err(Some(file.path()), &[], &[]);
     assert!(
-        err.to_string().contains("unknown config key `mqtt`"),
+        err.to_string().contains("unknown config key `nats`"),
         "{err}"
     );
+}
+
+#[test]
+fn users_are_names_chosen_by_the_operator() {
+    let file = config_file("[users]\nalice = \"secret\"\n");
+    let config = load(Some(file.path()), env(&[]), &sets(&["users.bob=hunter2"])).unwrap();
+    assert_eq!(config.users.get("alice").map(String::as_str), Some("secret"));
+    assert_eq!(config.users.get("bob").map(String::as_str), Some("hunter2"));
+    let err = load_err(None, &[], &["users.a.b=x"]);
+    assert!(err.to_string().contains("users.a.b"), "{err}");
 }
 
 #[test]

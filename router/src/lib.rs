@@ -343,6 +343,23 @@ impl Router {
         }
     }
 
+    /// Sets or removes an entry of a front end's metadata space; returns once it is committed.
+    pub async fn put(&self, space: &str, key: &str, value: Option<Vec<u8>>) -> RouterResult<()> {
+        let cmd = Command::Put {
+            space: space.to_owned(),
+            key: key.to_owned(),
+            value,
+        };
+        self.meta.propose(cmd).await?;
+        Ok(())
+    }
+
+    /// Every entry of a metadata space.
+    pub fn space(&self, space: &str) -> Vec<(String, Vec<u8>)> {
+        self.meta
+            .read(|t| t.space(space).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
     /// Makes everything acknowledged durable; called on shutdown.
     pub async fn flush(&self) -> RouterResult<()> {
         Ok(self.storage.flush().await?)

@@ -75,6 +75,14 @@ pub enum Command {
     },
     /// Hands out the next producer id (idempotent producers).
     AllocateProducerId,
+    /// Sets (`Some`) or removes (`None`) one entry of a front end's own metadata space (MQTT
+    /// sessions and retained messages, AMQP exchanges and queues). The table does not look
+    /// inside `value`: each front end owns its format, so the router stays protocol-neutral.
+    Put {
+        space: String,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// Why the table refused a command. Deterministic: every replica refuses alike.
@@ -112,6 +120,8 @@ pub struct RoutingTable {
     /// group → (stream, partition) → offset. A `Vec` of pairs keeps JSON snapshots simple.
     groups: BTreeMap<String, BTreeMap<(StreamName, PartitionId), CommittedOffset>>,
     next_producer_id: i64,
+    /// space → key → value; see [`Command::Put`].
+    spaces: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl RoutingTable {
@@ -142,6 +152,22 @@ impl RoutingTable {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
                 Applied::ProducerId(id)
+            }
+            Command::Put { space, key, value } => {
+                match value {
+                    Some(v) => {
+                        self.spaces.entry(space).or_default().insert(key, v);
+                    }
+                    None => {
+                        if let Some(entries) = self.spaces.get_mut(&space) {
+                            entries.remove(&key);
+                            if entries.is_empty() {
+                                self.spaces.remove(&space);
+                            }
+                        }
+                    }
+                }
+                Applied::Done
             }
         }
     }
@@ -247,6 +273,15 @@ impl RoutingTable {
         self.groups.keys()
     }
 
+    /// Every entry of a metadata space, in key order.
+    pub fn space(&self, space: &str) -> impl Iterator<Item = (&String, &Vec<u8>)> {
+        self.spaces.get(space).into_iter().flatten()
+    }
+
+    pub fn get(&self, space: &str, key: &str) -> Option<&Vec<u8>> {
+        self.spaces.get(space)?.get(key)
+    }
+
     /// Serialized form for snapshots. Map keys that are tuples do not fit JSON objects, so the
     /// group map is flattened to a list first.
     pub fn to_snapshot(&self) -> Vec<u8> {
@@ -265,6 +300,8 @@ struct Snapshot {
     streams: Vec<StreamMeta>,
     offsets: Vec<(String, StreamName, PartitionId, CommittedOffset)>,
     next_producer_id: i64,
+    #[serde(default)]
+    spaces: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl From<&RoutingTable> for Snapshot {
@@ -281,6 +318,7 @@ impl From<&RoutingTable> for Snapshot {
             streams: t.streams.values().cloned().collect(),
             offsets,
             next_producer_id: t.next_producer_id,
+            spaces: t.spaces.clone(),
         }
     }
 }
@@ -289,6 +327,7 @@ impl From<Snapshot> for RoutingTable {
     fn from(s: Snapshot) -> Self {
         let mut t = RoutingTable {
             next_producer_id: s.next_producer_id,
+            spaces: s.spaces,
             ..Default::default()
         };
         for m in s.streams {
@@ -399,6 +438,11 @@ mod tests {
             },
             Command::AllocateProducerId,
             Command::AllocateProducerId,
+            Command::Put {
+                space: "mqtt.sessions".into(),
+                key: "c1".into(),
+                value: Some(b"state".to_vec()),
+            },
         ];
         let (mut x, mut y) = (RoutingTable::default(), RoutingTable::default());
         let outs: Vec<_> = cmds.iter().cloned().map(|c| x.apply(c)).collect();
@@ -407,5 +451,25 @@ mod tests {
         assert_eq!(outs[3], Applied::ProducerId(1));
         assert_eq!(x, y);
         assert_eq!(RoutingTable::from_snapshot(&x.to_snapshot()).unwrap(), x);
+    }
+
+    #[test]
+    fn put_sets_replaces_and_removes_space_entries() {
+        let mut t = RoutingTable::default();
+        let put = |key: &str, value: Option<&[u8]>| Command::Put {
+            space: "s".into(),
+            key: key.into(),
+            value: value.map(<[u8]>::to_vec),
+        };
+        t.apply(put("a", Some(b"1")));
+        t.apply(put("b", Some(b"2")));
+        t.apply(put("a", Some(b"3")));
+        assert_eq!(t.get("s", "a").map(Vec::as_slice), Some(&b"3"[..]));
+        t.apply(put("b", None));
+        let keys: Vec<_> = t.space("s").map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, vec!["a".to_string()]);
+        t.apply(put("a", None));
+        assert_eq!(t.space("s").count(), 0);
+        assert!(t.spaces.is_empty());
     }
 }

@@ -12,6 +12,9 @@ use switchboard_config::{Config, LogFormat};
 use switchboard_kafka::{
     ConnLimits, Coordinator, GroupSettings, KafkaContext, KafkaMetrics, KafkaSettings,
 };
+use switchboard_model::StreamName;
+use switchboard_mqtt::broker::{Broker, MqttSettings};
+use switchboard_mqtt::conn::Transport;
 use switchboard_router::{MetaStore, RetentionDefaults, Router, spawn_retention};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +69,22 @@ async fn bind(name: &str, key: &str, addr: SocketAddr) -> Result<TcpListener, St
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let kafka_listener = if config.kafka.enabled {
         match bind("kafka", "kafka.listen", config.kafka.listen).await {
+            Ok(l) => Some(l),
+            Err(msg) => return Ok(bind_failed(&msg)),
+        }
+    } else {
+        None
+    };
+    let mqtt_listener = if config.mqtt.enabled {
+        match bind("mqtt", "mqtt.listen", config.mqtt.listen).await {
+            Ok(l) => Some(l),
+            Err(msg) => return Ok(bind_failed(&msg)),
+        }
+    } else {
+        None
+    };
+    let ws_listener = if config.mqtt.enabled && config.mqtt.ws_enabled {
+        match bind("mqtt websocket", "mqtt.ws_listen", config.mqtt.ws_listen).await {
             Ok(l) => Some(l),
             Err(msg) => return Ok(bind_failed(&msg)),
         }
@@ -149,6 +168,37 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             tracker.clone(),
         ));
     }
+    if mqtt_listener.is_some() || ws_listener.is_some() {
+        let broker = Broker::start(
+            router.clone(),
+            mqtt_settings(&config)?,
+            cancel.clone(),
+            tracker.clone(),
+        )
+        .await
+        .context("starting the MQTT front end")?;
+        let listeners = [
+            (mqtt_listener, Transport::Tcp),
+            (
+                ws_listener,
+                Transport::WebSocket {
+                    path: config.mqtt.ws_path.clone(),
+                },
+            ),
+        ];
+        for (listener, transport) in listeners {
+            let Some(listener) = listener else { continue };
+            tracing::info!(addr = %listener.local_addr()?, ?transport, "mqtt listening");
+            tracker.spawn(switchboard_mqtt::conn::serve_listener(
+                broker.clone(),
+                listener,
+                transport,
+                config.mqtt.max_connections,
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
     if let Some(listener) = admin_listener {
         tracing::info!(addr = %listener.local_addr()?, "admin HTTP listening");
         let admin = Arc::new(Admin {
@@ -177,6 +227,36 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     meta.shutdown().await.ok();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
+    let m = &config.mqtt;
+    let stream = |name: &str, key: &str| {
+        StreamName::new(name).map_err(|e| anyhow::anyhow!("{key}: {name:?} is not a valid stream name: {e}"))
+    };
+    let mut routes = Vec::new();
+    for r in &m.routes {
+        switchboard_mqtt::topic::validate_filter(&r.filter)
+            .map_err(|e| anyhow::anyhow!("mqtt.routes: filter {:?}: {e}", r.filter))?;
+        routes.push((r.filter.clone(), stream(&r.stream, "mqtt.routes")?));
+    }
+    Ok(MqttSettings {
+        allow_anonymous: m.allow_anonymous,
+        users: config.users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        max_packet_size: u32::try_from(m.max_packet_size.bytes()).unwrap_or(u32::MAX),
+        receive_maximum: m.receive_maximum,
+        max_keep_alive: u16::try_from(m.max_keep_alive.0.as_secs()).unwrap_or(u16::MAX),
+        topic_alias_maximum: m.topic_alias_maximum,
+        max_queued_messages: m.max_queued_messages,
+        max_session_expiry: m
+            .max_session_expiry
+            .get()
+            .map_or(u32::MAX, |d| u32::try_from(d.0.as_secs()).unwrap_or(u32::MAX)),
+        connect_timeout: m.connect_timeout.0,
+        default_stream: stream(&m.default_stream, "mqtt.default_stream")?,
+        stream_partitions: m.stream_partitions,
+        routes,
+    })
 }
 
 fn bind_failed(msg: &str) -> ExitCode {

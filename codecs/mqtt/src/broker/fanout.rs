@@ -1,0 +1,198 @@
+//! Fan-out: one tailer per partition of each MQTT-visible stream reads what was appended and
+//! pushes each record to the sessions whose subscriptions match its topic.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_model::{Offset, Record, RecordBatch, TopicPartition};
+use switchboard_router::{MAX_WAIT, RouterError, Waiter, now_ms};
+use switchboard_storage::StorageError;
+
+use super::{Broker, Delivery, PublishError, SessionShared, lock, read};
+use crate::mapping::Message;
+use crate::wire::QoS;
+
+/// Bytes a tailer reads from its partition at a time.
+const TAIL_READ_BYTES: usize = 1024 * 1024;
+/// Pause after a storage error before a tailer tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One session's share of a record: the highest QoS of its matching subscriptions, the
+/// retain flag to send, and the matching subscription ids.
+struct Target {
+    session: Arc<SessionShared>,
+    qos: QoS,
+    retain: bool,
+    ids: Vec<u32>,
+}
+
+impl Broker {
+    pub(super) async fn start_tailers(self: &Arc<Self>) -> Result<(), PublishError> {
+        let streams = read(&self.streams).clone();
+        for (stream, partitions) in streams {
+            for p in 0..partitions {
+                let tp = TopicPartition::new(stream.clone(), p);
+                let hw = self.router.bounds(&tp).await?.high_watermark;
+                let pos = Arc::new(AtomicU64::new(hw));
+                lock(&self.tails).insert(tp.clone(), pos.clone());
+                let broker = self.clone();
+                self.tracker.spawn(async move { broker.tail(tp, pos).await });
+            }
+        }
+        Ok(())
+    }
+
+    /// Current tailer positions.
+    pub(crate) fn tail_positions(&self) -> super::Positions {
+        lock(&self.tails)
+            .iter()
+            .map(|(tp, pos)| (tp.clone(), pos.load(Ordering::Acquire)))
+            .collect()
+    }
+
+    async fn tail(self: Arc<Self>, tp: TopicPartition, pos: Arc<AtomicU64>) {
+        let waiter = Waiter::new();
+        while !self.cancel.is_cancelled() {
+            let from = pos.load(Ordering::Acquire);
+            match self.router.read(&tp, from, TAIL_READ_BYTES).await {
+                Ok(chunk) if !chunk.batches.is_empty() => {
+                    let next = self.fan_out(&tp, from, chunk.batches);
+                    pos.store(next, Ordering::Release);
+                }
+                Ok(chunk) if from < chunk.bounds.log_start => {
+                    pos.store(chunk.bounds.log_start, Ordering::Release);
+                }
+                Ok(_) => {
+                    // Register first, then look again, so an append in between is not missed.
+                    if let Err(e) = self.router.watch(&tp, &waiter).await {
+                        self.pause_after(&tp, &e).await;
+                        continue;
+                    }
+                    match self.router.bounds(&tp).await {
+                        Ok(b) if b.high_watermark > from => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.pause_after(&tp, &e).await;
+                            continue;
+                        }
+                    }
+                    tokio::select! {
+                        _ = waiter.wait(MAX_WAIT) => {}
+                        _ = self.cancel.cancelled() => return,
+                    }
+                }
+                Err(RouterError::Storage(StorageError::OffsetOutOfRange { log_start, .. }))
+                    if from < log_start =>
+                {
+                    // Retention removed records nobody had read yet.
+                    pos.store(log_start, Ordering::Release);
+                }
+                Err(e) => self.pause_after(&tp, &e).await,
+            }
+        }
+    }
+
+    async fn pause_after(&self, tp: &TopicPartition, e: &RouterError) {
+        tracing::warn!(%tp, error = %e, "MQTT fan-out cannot read the partition; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_AFTER) => {}
+            _ = self.cancel.cancelled() => {}
+        }
+    }
+
+    /// Delivers the records at or after `from`; returns the offset after the last batch.
+    fn fan_out(&self, tp: &TopicPartition, from: Offset, batches: Vec<Bytes>) -> Offset {
+        let mut next = from;
+        for bytes in batches {
+            let batch = match RecordBatch::parse(bytes) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(%tp, offset = next, error = %e, "skipping a batch that does not parse");
+                    continue;
+                }
+            };
+            next = next.max(batch.last_offset().max(0) as u64 + 1);
+            if batch.header().is_control() {
+                continue;
+            }
+            match batch.records() {
+                Ok(records) => {
+                    for r in records.iter().filter(|r| r.offset >= from) {
+                        self.deliver_record(tp, r);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%tp, base_offset = batch.base_offset(), error = %e,
+                        "MQTT subscribers cannot receive this batch");
+                }
+            }
+        }
+        next
+    }
+
+    fn deliver_record(&self, tp: &TopicPartition, record: &Record) {
+        let msg = Arc::new(Message::from_record(tp.stream.as_str(), record));
+        if msg.is_expired(now_ms()) {
+            return;
+        }
+        let origin = Some((tp.clone(), record.offset));
+        for t in self.targets(&msg) {
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: t.qos,
+                retain: t.retain,
+                subscription_ids: t.ids,
+                origin: origin.clone(),
+            };
+            t.session.push(d, self.settings.max_queued_messages);
+        }
+    }
+
+    /// The sessions a message goes to. A client with several matching subscriptions gets it
+    /// once, at the highest of their QoS, with all their identifiers (MQTT 5 §3.3.4); a shared
+    /// group gets it once, at one member, preferring members that are online.
+    fn targets(&self, msg: &Message) -> Vec<Target> {
+        let subs = read(&self.subs);
+        let matched = subs.matches(&msg.topic);
+        // Keyed by session identity: one target per session, however many subscriptions match.
+        let mut targets: HashMap<*const SessionShared, Target> = HashMap::new();
+        for (client, e) in matched.plain {
+            if e.options.no_local && msg.publisher.as_deref() == Some(client.as_str()) {
+                continue;
+            }
+            merge(&mut targets, msg, e);
+        }
+        for (_group, members) in matched.shared {
+            let online = members.values().filter(|e| e.session.is_online()).count();
+            let pool = if online > 0 { online } else { members.len() };
+            let pick = (self.shared_cursor.fetch_add(1, Ordering::Relaxed) % pool as u64) as usize;
+            let chosen = members
+                .iter()
+                .filter(|(_, e)| online == 0 || e.session.is_online())
+                .nth(pick);
+            if let Some((_, e)) = chosen {
+                merge(&mut targets, msg, e);
+            }
+        }
+        targets.into_values().collect()
+    }
+}
+
+fn merge(targets: &mut HashMap<*const SessionShared, Target>, msg: &Message, e: &super::SubEntry) {
+    let qos = msg.qos.min(e.options.qos);
+    let retain = e.options.retain_as_published && msg.retain;
+    let t = targets
+        .entry(Arc::as_ptr(&e.session))
+        .or_insert_with(|| Target {
+            session: e.session.clone(),
+            qos,
+            retain,
+            ids: Vec::new(),
+        });
+    t.qos = t.qos.max(qos);
+    t.retain |= retain;
+    t.ids.extend(e.id);
+}

@@ -1,0 +1,331 @@
+//! The socket loops for MQTT over TCP and over WebSocket: they own the buffers, enforce the
+//! packet size limit, the CONNECT deadline and keep-alive, and hand decoded packets to the
+//! [`Session`].
+//!
+//! An idle connection holds no read buffer: it waits for readability and only then reserves
+//! one, and gives it back once every byte is consumed. That keeps 10 000 idle clients cheap.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::session::{Ending, Session};
+use crate::wire::{self, ConnAck, DecodeError, Packet, ProtocolVersion};
+
+/// Bytes reserved for a read when the buffer has no room.
+const READ_CHUNK: usize = 8 * 1024;
+/// Packets decoded from the buffer before the session handles them as one group.
+const MAX_PACKETS_PER_ROUND: usize = 1024;
+/// A buffer that grew past this is dropped once empty rather than kept.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Which transport a listener serves.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Tcp,
+    /// WebSocket on `path`, subprotocol `mqtt`.
+    WebSocket { path: String },
+}
+
+/// Accepts connections until `cancel` fires; each runs in `tracker`.
+pub async fn serve_listener(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    transport: Transport,
+    max_connections: usize,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = max_connections, "mqtt connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let transport = transport.clone();
+        let span = tracing::info_span!("mqtt_conn", %peer);
+        tracker.spawn(
+            async move {
+                let io = match transport {
+                    Transport::Tcp => Io::Tcp(stream),
+                    Transport::WebSocket { path } => match accept_websocket(stream, &path).await {
+                        Ok(ws) => Io::Ws(Box::new(ws)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "websocket handshake failed");
+                            return;
+                        }
+                    },
+                };
+                serve_connection(&broker, io).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn accept_websocket(stream: TcpStream, path: &str) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+    let path = path.to_owned();
+    let check = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != path {
+            let mut not_found = ErrorResponse::new(Some("no MQTT endpoint at this path".into()));
+            *not_found.status_mut() = StatusCode::NOT_FOUND;
+            return Err(not_found);
+        }
+        // Echo the MQTT subprotocol the client offers (MQTT 5 §6: "mqtt"; old clients say
+        // "mqttv3.1").
+        let offered = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(str::trim))
+            .find(|p| matches!(*p, "mqtt" | "mqttv3.1"))
+            .map(str::to_owned);
+        if let Some(p) = offered
+            && let Ok(v) = HeaderValue::from_str(&p)
+        {
+            resp.headers_mut().insert("sec-websocket-protocol", v);
+        }
+        Ok(resp)
+    };
+    tokio_tungstenite::accept_hdr_async(stream, check).await
+}
+
+/// The byte stream under MQTT.
+enum Io {
+    Tcp(TcpStream),
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
+
+impl Io {
+    /// Reads what is available into `buf`; `Ok(0)` at end of stream.
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Io::Tcp(s) => loop {
+                s.readable().await?;
+                if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match s.try_read_buf(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            },
+            Io::Ws(ws) => loop {
+                match ws.next().await {
+                    None | Some(Ok(WsMessage::Close(_))) => return Ok(0),
+                    Some(Ok(WsMessage::Binary(data))) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        buf.extend_from_slice(&data);
+                        return Ok(data.len());
+                    }
+                    Some(Ok(WsMessage::Text(_))) => {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "MQTT over WebSocket must use binary frames"));
+                    }
+                    // Pings are answered by tungstenite on the next write or flush.
+                    Some(Ok(_)) => {
+                        ws.flush().await.map_err(io::Error::other)?;
+                    }
+                    Some(Err(e)) => return Err(io::Error::other(e)),
+                }
+            },
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Io::Tcp(s) => s.write_all(data).await,
+            Io::Ws(ws) => ws
+                .send(WsMessage::Binary(bytes::Bytes::copy_from_slice(data)))
+                .await
+                .map_err(io::Error::other),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        match self {
+            Io::Tcp(s) => {
+                let _ = s.shutdown().await;
+            }
+            Io::Ws(ws) => {
+                let _ = SinkExt::close(ws).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
+    let mut buf = BytesMut::new();
+    let max = broker.settings.max_packet_size as usize;
+    let deadline = Instant::now() + broker.settings.connect_timeout;
+    // The first packet must be CONNECT (MQTT 5 §3.1), within the connect timeout.
+    let connect = loop {
+        match wire::decode(&mut buf, ProtocolVersion::V311, max) {
+            Ok(Some(Packet::Connect(c))) => break *c,
+            Ok(Some(other)) => {
+                tracing::info!(packet = other.name(), "closing: first packet is not CONNECT");
+                return;
+            }
+            Ok(None) => {}
+            Err(DecodeError::UnsupportedProtocolVersion(level)) => {
+                tracing::info!(level, "closing: unsupported protocol level");
+                // 3.1.1 §3.1.2.2: answer 0x01 (unacceptable protocol level); a v5 client
+                // reads the same byte layout as reason 0x84 only if level is 5, so use v3 form.
+                let mut out = BytesMut::new();
+                let refusal = ConnAck {
+                    code: wire::reason::v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                    ..Default::default()
+                };
+                wire::encode(&Packet::ConnAck(refusal), ProtocolVersion::V311, &mut out);
+                let _ = io.write_all(&out).await;
+                return;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "closing: bad CONNECT");
+                return;
+            }
+        }
+        let read = tokio::time::timeout_at(deadline, io.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                tracing::info!("closing: no CONNECT within the connect timeout");
+                return;
+            }
+        }
+    };
+    let client_id = connect.client_id.clone();
+    let mut session = match Session::connect(broker, connect).await {
+        Ok(s) => s,
+        Err(refused) => {
+            tracing::info!(client_id, why = refused.why, "connection refused");
+            let mut out = BytesMut::new();
+            wire::encode(&Packet::ConnAck(refused.connack), refused.version, &mut out);
+            let _ = io.write_all(&out).await;
+            io.shutdown().await;
+            return;
+        }
+    };
+    tracing::debug!(client_id = session.client_id(), version = ?session.version(), "connected");
+    let ending = run(&mut session, &mut io, buf, max).await;
+    if let Ending::Server { reason, why } = &ending {
+        tracing::info!(client_id = session.client_id(), reason, why, "server closes the connection");
+        session.out.clear();
+        session.send_disconnect(*reason, why);
+        if !session.out.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(&session.out)).await;
+        }
+    }
+    io.shutdown().await;
+    session.finish(&ending).await;
+}
+
+/// The connected phase: read, handle, deliver, write, until something ends the connection.
+async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) -> Ending {
+    let version = session.version();
+    // MQTT 5 §3.1.2.10: one and a half times the keep-alive without a packet closes it.
+    let keep_alive = (session.keep_alive > 0).then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let mut last_heard = Instant::now();
+    let kick = session.kick().clone();
+    loop {
+        if !session.out.is_empty() {
+            if let Err(e) = io.write_all(&session.out).await {
+                tracing::debug!(error = %e, "write failed");
+                return Ending::Dropped;
+            }
+            session.out.clear();
+            if session.out.capacity() > KEEP_BUFFER {
+                session.out = BytesMut::new();
+            }
+        }
+        let deadline = last_heard + keep_alive.unwrap_or(far);
+        tokio::select! {
+            read = io.read(&mut buf) => {
+                match read {
+                    Ok(0) => return Ending::Dropped,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "read failed");
+                        return Ending::Dropped;
+                    }
+                }
+                last_heard = Instant::now();
+                if let Err(e) = handle_buffered(session, &mut buf, version, max).await {
+                    return e;
+                }
+                if buf.is_empty() {
+                    // Idle connections hold no read buffer.
+                    buf = BytesMut::new();
+                }
+            }
+            _ = session.notified() => session.pump(),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ending::server(wire::reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+            }
+            _ = kick.cancelled() => return session.kick_reason(),
+        }
+    }
+}
+
+/// Decodes and handles every complete packet in `buf`, in groups, so that a burst of
+/// publishes is stored with one append.
+async fn handle_buffered(session: &mut Session, buf: &mut BytesMut, version: ProtocolVersion, max: usize) -> Result<(), Ending> {
+    loop {
+        let mut packets = Vec::new();
+        let mut failed = None;
+        while packets.len() < MAX_PACKETS_PER_ROUND {
+            match wire::decode(buf, version, max) {
+                Ok(Some(p)) => packets.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let full = packets.len() == MAX_PACKETS_PER_ROUND;
+        // Packets before a bad one are still handled: they were valid and may be acknowledged.
+        session.handle(packets).await?;
+        if let Some(e) = failed {
+            return Err(Ending::server(e.reason_code(), e.to_string()));
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}

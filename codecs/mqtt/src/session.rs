@@ -1,0 +1,632 @@
+//! The per-connection MQTT state machine: driven by decoded packets and by deliveries queued for
+//! the session, it writes the packets to send into [`Session::out`]. No sockets here: the
+//! connection loop (`conn`) reads, decodes, calls in, and writes out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_router::now_ms;
+
+use crate::broker::{Broker, Delivery, Inflight, Opened, SessionState, Subscription};
+use crate::mapping::Message;
+use crate::topic::{self, FilterSpec};
+use crate::wire::{
+    self, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties,
+    Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, reason,
+};
+
+/// Deliveries taken from the session's queue per round, so one busy session cannot hold the
+/// queue lock for long.
+const PUMP_CHUNK: usize = 256;
+
+/// Why a connection ends, decided by the session or the connection loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The client sent DISCONNECT; `with_will` for MQTT 5 reason 0x04.
+    ClientDisconnect { with_will: bool },
+    /// The socket closed or failed without DISCONNECT.
+    Dropped,
+    /// The server closes the connection: a protocol error, keep-alive timeout, takeover or
+    /// shutdown. MQTT 5 clients get a DISCONNECT with `reason` first.
+    Server { reason: u8, why: String },
+}
+
+impl Ending {
+    pub fn server(reason: u8, why: impl Into<String>) -> Self {
+        Self::Server {
+            reason,
+            why: why.into(),
+        }
+    }
+
+    fn publishes_will(&self) -> bool {
+        match self {
+            Self::ClientDisconnect { with_will } => *with_will,
+            Self::Dropped => true,
+            // A server shutting down leaves wills to the next start (MQTT 5 §3.1.2.5 lists
+            // only client-side failures); every other server-side close publishes it.
+            Self::Server { reason, .. } => *reason != reason::SERVER_SHUTTING_DOWN,
+        }
+    }
+}
+
+/// A refused CONNECT: the CONNACK to send before closing.
+#[derive(Debug)]
+pub struct Refused {
+    pub connack: ConnAck,
+    pub version: ProtocolVersion,
+    pub why: String,
+}
+
+/// An MQTT publish received and stored, waiting for its acknowledgement to be sent.
+struct Staged {
+    qos: QoS,
+    packet_id: u16,
+}
+
+pub struct Session {
+    broker: Arc<Broker>,
+    opened: Opened,
+    state: SessionState,
+    version: ProtocolVersion,
+    client_id: String,
+    /// Keep-alive the connection loop enforces (×1.5), in seconds; 0 = none.
+    pub keep_alive: u16,
+    client_receive_maximum: u16,
+    client_max_packet_size: u32,
+    client_alias_maximum: u16,
+    aliases_in: HashMap<u16, String>,
+    aliases_out: HashMap<String, u16>,
+    will: Option<(Message, u32)>,
+    /// Whether MQTT 5 reason strings may be sent (Request Problem Information).
+    problem_info: bool,
+    staged: Vec<Staged>,
+    staged_msgs: Vec<Message>,
+    /// Encoded packets to write to the client.
+    pub out: BytesMut,
+    scratch: BytesMut,
+}
+
+impl Session {
+    /// Handles CONNECT (MQTT 5 §3.1.4): checks it, opens or resumes the session, writes CONNACK
+    /// and whatever the resumed session still owes the client.
+    pub async fn connect(broker: &Arc<Broker>, c: Connect) -> Result<Self, Refused> {
+        let v = c.version;
+        let refuse = |code_v5: u8, code_v3: u8, why: &str| Refused {
+            connack: ConnAck {
+                session_present: false,
+                code: if v.is_v5() { code_v5 } else { code_v3 },
+                properties: ConnAckProperties::default(),
+            },
+            version: v,
+            why: why.to_owned(),
+        };
+        let mut client_id = c.client_id.clone();
+        let mut assigned = None;
+        if client_id.is_empty() {
+            // 3.1 requires an id; 3.1.1 allows an empty one only with a clean session.
+            if v == ProtocolVersion::V31 || (v == ProtocolVersion::V311 && !c.clean_start) {
+                return Err(refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, reason::v3::IDENTIFIER_REJECTED, "empty client id"));
+            }
+            client_id = broker.assign_client_id();
+            assigned = Some(client_id.clone());
+        }
+        if c.properties.authentication_method.is_some() {
+            return Err(refuse(reason::BAD_AUTHENTICATION_METHOD, reason::v3::NOT_AUTHORIZED, "enhanced authentication is not supported"));
+        }
+        if !broker.check_credentials(c.username.as_deref(), c.password.as_deref()) {
+            return Err(if c.username.is_none() {
+                refuse(reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED, "anonymous access is disabled")
+            } else {
+                refuse(reason::BAD_USER_NAME_OR_PASSWORD, reason::v3::BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
+            });
+        }
+        let will = match &c.will {
+            Some(w) => {
+                if topic::validate_name(&w.topic).is_err() {
+                    return Err(refuse(reason::TOPIC_NAME_INVALID, reason::v3::NOT_AUTHORIZED, "invalid will topic"));
+                }
+                let now = now_ms();
+                let mut properties = w.properties.clone();
+                let expiry = properties.message_expiry_interval.take();
+                let msg = Message {
+                    topic: w.topic.clone(),
+                    payload: w.payload.clone(),
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties,
+                    expiry_at_ms: expiry.map(|s| now + i64::from(s) * 1000),
+                    publisher: Some(client_id.clone()),
+                    timestamp_ms: now,
+                };
+                Some((msg, if v.is_v5() { w.delay_interval } else { 0 }))
+            }
+            None => None,
+        };
+        let settings = &broker.settings;
+        let requested_expiry = if v.is_v5() {
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(settings.max_session_expiry);
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if settings.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > settings.max_keep_alive) && v.is_v5() {
+            keep_alive = settings.max_keep_alive;
+            server_keep_alive = Some(keep_alive);
+        }
+        let mut opened = broker.open_session(&client_id, c.clean_start, expiry).await;
+        let state = std::mem::take(&mut opened.state);
+        let mut s = Session {
+            broker: broker.clone(),
+            opened,
+            state,
+            version: v,
+            client_id,
+            keep_alive,
+            client_receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
+            client_max_packet_size: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
+            client_alias_maximum: c.properties.topic_alias_maximum.unwrap_or(0),
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            will,
+            problem_info: c.properties.request_problem_information != Some(0),
+            staged: Vec::new(),
+            staged_msgs: Vec::new(),
+            out: BytesMut::new(),
+            scratch: BytesMut::new(),
+        };
+        let properties = if v.is_v5() {
+            ConnAckProperties {
+                session_expiry_interval: (expiry != requested_expiry).then_some(expiry),
+                receive_maximum: Some(settings.receive_maximum),
+                maximum_packet_size: Some(settings.max_packet_size),
+                assigned_client_identifier: assigned,
+                topic_alias_maximum: Some(settings.topic_alias_maximum),
+                retain_available: Some(true),
+                wildcard_subscription_available: Some(true),
+                subscription_identifiers_available: Some(true),
+                shared_subscription_available: Some(true),
+                server_keep_alive,
+                ..Default::default()
+            }
+        } else {
+            ConnAckProperties::default()
+        };
+        let session_present = s.opened.session_present;
+        s.send(&Packet::ConnAck(ConnAck {
+            session_present,
+            code: reason::SUCCESS,
+            properties,
+        }));
+        s.resend_inflight();
+        s.pump();
+        Ok(s)
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Cancelled when the session must close: taken over by a new connection, or shutdown.
+    pub fn kick(&self) -> &tokio_util::sync::CancellationToken {
+        &self.opened.kick
+    }
+
+    /// Why the kick token fired: a takeover unless the broker is shutting down.
+    pub fn kick_reason(&self) -> Ending {
+        if self.broker.cancel_token().is_cancelled() {
+            Ending::server(reason::SERVER_SHUTTING_DOWN, "server shutting down")
+        } else {
+            Ending::server(reason::SESSION_TAKEN_OVER, "session taken over by a new connection")
+        }
+    }
+
+    /// Woken when deliveries are queued for this session.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.opened.shared.notify.notified()
+    }
+
+    /// Handles the packets decoded from one read, in order. Consecutive PUBLISH packets are
+    /// stored together — one append and, for QoS 1 and 2, one sync — and acknowledged after.
+    pub async fn handle(&mut self, packets: Vec<Packet>) -> Result<(), Ending> {
+        for p in packets {
+            match p {
+                Packet::Publish(p) => self.stage_publish(p)?,
+                other => {
+                    self.flush_publishes().await?;
+                    self.handle_other(other).await?;
+                }
+            }
+        }
+        self.flush_publishes().await?;
+        self.pump();
+        Ok(())
+    }
+
+    async fn handle_other(&mut self, p: Packet) -> Result<(), Ending> {
+        match p {
+            Packet::PubAck(a) => {
+                if self.state.inflight.get(&a.packet_id).is_some_and(|i| i.delivery.qos == QoS::AtLeastOnce) {
+                    self.state.inflight.remove(&a.packet_id);
+                }
+            }
+            Packet::PubRec(a) => {
+                let code = match self.state.inflight.get_mut(&a.packet_id) {
+                    Some(i) if i.delivery.qos == QoS::ExactlyOnce => {
+                        if a.reason >= 0x80 {
+                            // The client refused the message: the flow ends here (§4.3.3).
+                            self.state.inflight.remove(&a.packet_id);
+                            return Ok(());
+                        }
+                        i.released = true;
+                        reason::SUCCESS
+                    }
+                    _ => reason::PACKET_IDENTIFIER_NOT_FOUND,
+                };
+                self.send(&Packet::PubRel(ack(a.packet_id, code)));
+            }
+            Packet::PubComp(a) => {
+                if self.state.inflight.get(&a.packet_id).is_some_and(|i| i.released) {
+                    self.state.inflight.remove(&a.packet_id);
+                }
+            }
+            Packet::PubRel(a) => {
+                let code = if self.state.incoming_qos2.remove(&a.packet_id) {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.send(&Packet::PubComp(ack(a.packet_id, code)));
+            }
+            Packet::Subscribe(s) => self.subscribe(s).await?,
+            Packet::Unsubscribe(u) => self.unsubscribe(u).await,
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => return Err(self.disconnect(d)),
+            Packet::Connect(_) => {
+                return Err(Ending::server(reason::PROTOCOL_ERROR, "second CONNECT"));
+            }
+            Packet::Auth(_) => {
+                return Err(Ending::server(reason::PROTOCOL_ERROR, "AUTH without an authentication method"));
+            }
+            other => {
+                return Err(Ending::server(
+                    reason::PROTOCOL_ERROR,
+                    format!("{} is not sent by clients", other.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(&mut self, d: Disconnect) -> Ending {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            // §3.14.2.2.2: a session that was to end with the connection cannot be extended.
+            if self.state.expiry_interval == 0 && expiry != 0 {
+                return Ending::server(reason::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 on CONNECT");
+            }
+            self.state.expiry_interval = expiry.min(self.broker.settings.max_session_expiry);
+        }
+        Ending::ClientDisconnect {
+            with_will: d.reason == reason::DISCONNECT_WITH_WILL,
+        }
+    }
+
+    /// Checks a PUBLISH and queues it for storing; §3.3.4 (receiving) and §3.3.2.3.4 (aliases).
+    fn stage_publish(&mut self, mut p: Publish) -> Result<(), Ending> {
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.broker.settings.topic_alias_maximum {
+                return Err(Ending::server(reason::TOPIC_ALIAS_INVALID, format!("topic alias {alias} out of range")));
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return Err(Ending::server(reason::PROTOCOL_ERROR, format!("unknown topic alias {alias}"))),
+                }
+            } else {
+                self.aliases_in.insert(alias, p.topic.clone());
+            }
+        }
+        if let Err(e) = topic::validate_name(&p.topic) {
+            return Err(Ending::server(reason::TOPIC_NAME_INVALID, format!("invalid topic name: {e}")));
+        }
+        if p.qos != QoS::AtMostOnce {
+            let unacked = self.state.incoming_qos2.len() + self.staged.len();
+            if unacked >= usize::from(self.broker.settings.receive_maximum) {
+                return Err(Ending::server(reason::RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged publishes than Receive Maximum"));
+            }
+        }
+        if p.qos == QoS::ExactlyOnce && !self.state.incoming_qos2.insert(p.packet_id) {
+            // A resend of a message already stored: acknowledge it again, store nothing.
+            self.staged.push(Staged { qos: p.qos, packet_id: p.packet_id });
+            return Ok(());
+        }
+        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            if p.qos == QoS::ExactlyOnce {
+                self.state.incoming_qos2.remove(&p.packet_id);
+            }
+            return self.refuse_publish(&p, reason::PAYLOAD_FORMAT_INVALID);
+        }
+        let now = now_ms();
+        let mut properties = p.properties;
+        let expiry = properties.message_expiry_interval.take();
+        properties.subscription_identifiers.clear();
+        self.staged_msgs.push(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            expiry_at_ms: expiry.map(|s| now + i64::from(s) * 1000),
+            publisher: Some(self.client_id.clone()),
+            timestamp_ms: now,
+        });
+        if p.qos != QoS::AtMostOnce {
+            self.staged.push(Staged { qos: p.qos, packet_id: p.packet_id });
+        }
+        Ok(())
+    }
+
+    /// Answers a publish we will not store: a reason code for MQTT 5, a closed connection
+    /// for 3.1.1, whose acknowledgements cannot say no.
+    fn refuse_publish(&mut self, p: &Publish, code: u8) -> Result<(), Ending> {
+        if !self.version.is_v5() {
+            return Err(Ending::server(code, "publish refused"));
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.packet_id, code))),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.packet_id, code))),
+        }
+        Ok(())
+    }
+
+    /// Stores the staged publishes, then acknowledges them in the order received (§4.6).
+    async fn flush_publishes(&mut self) -> Result<(), Ending> {
+        if self.staged_msgs.is_empty() && self.staged.is_empty() {
+            return Ok(());
+        }
+        let msgs = std::mem::take(&mut self.staged_msgs);
+        let staged = std::mem::take(&mut self.staged);
+        let durable = msgs.iter().any(|m| m.qos != QoS::AtMostOnce);
+        let mut code = reason::SUCCESS;
+        if !msgs.is_empty()
+            && let Err(e) = self.broker.publish(msgs, durable).await
+        {
+            tracing::warn!(client_id = %self.client_id, error = %e, "publish not stored");
+            if !self.version.is_v5() || staged.is_empty() {
+                return Err(Ending::server(reason::IMPLEMENTATION_SPECIFIC_ERROR, format!("publish not stored: {e}")));
+            }
+            code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
+        }
+        for s in staged {
+            match s.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(s.packet_id, code))),
+                QoS::ExactlyOnce => {
+                    if code != reason::SUCCESS {
+                        self.state.incoming_qos2.remove(&s.packet_id);
+                    }
+                    self.send(&Packet::PubRec(ack(s.packet_id, code)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, s: Subscribe) -> Result<(), Ending> {
+        let v5 = self.version.is_v5();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let id = s.properties.subscription_identifier;
+        for (raw, options) in s.filters {
+            let spec = match FilterSpec::parse(&raw) {
+                Ok(spec) => spec,
+                Err(_) => {
+                    reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { reason::v3::SUBSCRIBE_FAILURE });
+                    continue;
+                }
+            };
+            if spec.group.is_some() && options.no_local {
+                return Err(Ending::server(reason::PROTOCOL_ERROR, "No Local on a shared subscription"));
+            }
+            let sub = Subscription { spec, options, id };
+            let existed = self.broker.add_subscription(&self.opened.shared, &sub);
+            let send_retained = sub.spec.group.is_none()
+                && match options.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+            if send_retained {
+                for m in self.broker.retained_matching(&sub.spec.filter) {
+                    let d = Delivery {
+                        qos: m.qos.min(options.qos),
+                        msg: m,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                        origin: None,
+                    };
+                    self.opened.shared.push(d, self.broker.settings.max_queued_messages);
+                }
+            }
+            self.state.subscriptions.insert(raw, sub);
+            reasons.push(options.qos as u8);
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        self.broker.store_session(&self.opened.shared, &self.state).await;
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, u: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for raw in u.filters {
+            let removed = self.state.subscriptions.remove(&raw);
+            let found = removed.is_some_and(|sub| self.broker.remove_subscription(&self.client_id, &sub.spec));
+            reasons.push(if found { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
+        }
+        if !self.version.is_v5() {
+            reasons.clear();
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        }));
+        self.broker.store_session(&self.opened.shared, &self.state).await;
+    }
+
+    /// After a reconnect: unacknowledged messages again, with DUP, and PUBREL for those the
+    /// client already received (§4.4).
+    fn resend_inflight(&mut self) {
+        let pending: Vec<(u16, Inflight)> = self.state.inflight.iter().map(|(k, v)| (*k, v.clone())).collect();
+        for (pid, inflight) in pending {
+            if inflight.released {
+                self.send(&Packet::PubRel(ack(pid, reason::SUCCESS)));
+            } else if let Some(p) = self.publish_packet(&inflight.delivery, pid, true) {
+                self.send(&Packet::Publish(p));
+            }
+        }
+    }
+
+    /// Sends queued deliveries while the client's Receive Maximum allows.
+    pub fn pump(&mut self) {
+        loop {
+            let batch = self.opened.shared.take(PUMP_CHUNK);
+            if batch.is_empty() {
+                return;
+            }
+            let mut rest = batch.into_iter();
+            while let Some(d) = rest.next() {
+                if d.qos != QoS::AtMostOnce
+                    && self.state.inflight.len() >= usize::from(self.client_receive_maximum)
+                {
+                    let mut back = vec![d];
+                    back.extend(rest);
+                    self.opened.shared.put_back(back);
+                    return;
+                }
+                self.deliver(d);
+            }
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        if d.msg.is_expired(now_ms()) {
+            return;
+        }
+        let pid = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            match self.state.allocate_packet_id() {
+                Some(pid) => pid,
+                None => return,
+            }
+        };
+        let Some(p) = self.publish_packet(&d, pid, false) else {
+            return;
+        };
+        self.send(&Packet::Publish(p));
+        if d.qos != QoS::AtMostOnce {
+            self.state.inflight.insert(pid, Inflight { delivery: d, released: false });
+        }
+    }
+
+    /// The PUBLISH for a delivery, or `None` when it exceeds the client's Maximum Packet Size
+    /// (then it is dropped, §3.1.2.11.4).
+    fn publish_packet(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Option<Publish> {
+        let mut properties = PublishProperties {
+            message_expiry_interval: d.msg.remaining_expiry(now_ms()),
+            subscription_identifiers: d.subscription_ids.clone(),
+            ..d.msg.properties.clone()
+        };
+        let mut topic = d.msg.topic.clone();
+        if self.version.is_v5() && self.client_alias_maximum > 0 {
+            if let Some(alias) = self.aliases_out.get(&topic) {
+                properties.topic_alias = Some(*alias);
+                topic.clear();
+            } else if self.aliases_out.len() < usize::from(self.client_alias_maximum) {
+                let alias = self.aliases_out.len() as u16 + 1;
+                self.aliases_out.insert(topic.clone(), alias);
+                properties.topic_alias = Some(alias);
+            }
+        }
+        let p = Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            payload: d.msg.payload.clone(),
+            properties,
+        };
+        if self.client_max_packet_size != u32::MAX {
+            self.scratch.clear();
+            wire::encode(&Packet::Publish(p.clone()), self.version, &mut self.scratch);
+            if self.scratch.len() > self.client_max_packet_size as usize {
+                tracing::debug!(client_id = %self.client_id, "message larger than the client's Maximum Packet Size dropped");
+                return None;
+            }
+        }
+        Some(p)
+    }
+
+    /// Encodes a packet into the output buffer.
+    pub fn send(&mut self, p: &Packet) {
+        wire::encode(p, self.version, &mut self.out);
+    }
+
+    /// Writes the server's DISCONNECT for MQTT 5 clients (§3.14), with a reason string when
+    /// the client did not turn problem information off.
+    pub fn send_disconnect(&mut self, reason_code: u8, why: &str) {
+        if !self.version.is_v5() {
+            return;
+        }
+        let properties = DisconnectProperties {
+            reason_string: self.problem_info.then(|| why.to_owned()),
+            ..Default::default()
+        };
+        self.send(&Packet::Disconnect(Disconnect { reason: reason_code, properties }));
+    }
+
+    /// Ends the connection's hold on the session: publishes or schedules the will as `ending`
+    /// requires, then parks or ends the session.
+    pub async fn finish(mut self, ending: &Ending) {
+        if let Some((will, delay)) = self.will.take()
+            && ending.publishes_will()
+        {
+            // The will goes out when its delay passes or the session ends, whichever is first.
+            let delay = delay.min(self.state.expiry_interval);
+            let generation = self.opened.generation;
+            self.broker.schedule_will(
+                self.opened.shared.clone(),
+                generation,
+                will,
+                Duration::from_secs(delay.into()),
+            );
+        }
+        let state = std::mem::take(&mut self.state);
+        self.broker.park(self.opened, state).await;
+    }
+}
+
+fn ack(packet_id: u16, code: u8) -> PubResp {
+    PubResp {
+        packet_id,
+        reason: code,
+        properties: AckProperties::default(),
+    }
+}
