@@ -217,6 +217,9 @@ class Mosquitto:
     host = "127.0.0.1"
     # Largest packet accepted (max_packet_size); advertised in the MQTT 5 CONNACK.
     max_packet_size = 256 * 1024
+    # Seconds past 1.5 x keep-alive before a silent client is cut off: mosquitto 2.0.11 checks
+    # keep-alives only every 5 s or so.
+    keepalive_slack = 5.0
 
     def __init__(self, workdir: Path, users=None):
         self.dir = workdir
@@ -297,6 +300,7 @@ class SwitchboardMqtt:
 
     kind = "switchboard"
     host = "127.0.0.1"
+    keepalive_slack = 1.0
 
     def __init__(self, server: Server):
         self.server = server

@@ -269,26 +269,26 @@ def test_retained_publish_to_an_existing_subscriber_has_retain_clear(mqtt_broker
 def test_v5_retained_message_expires(mqtt_broker, peers):
     topic = unique("retexp")
     pub = peers(mqtt_broker, protocol=V5)
-    pub.publish(topic, b"short-lived", qos=1, retain=True, properties=publish_props(MessageExpiryInterval=1))
+    pub.publish(topic, b"short-lived", qos=1, retain=True, properties=publish_props(MessageExpiryInterval=2))
     published = time.monotonic()
     first = peers(mqtt_broker, protocol=V5)
     first.subscribe(topic, 1)
     got = first.expect(1)
     assert got[0].payload == b"short-lived"
-    assert got[0].prop("MessageExpiryInterval") in (0, 1), "the remaining lifetime is passed on"
+    assert got[0].prop("MessageExpiryInterval") in (0, 1, 2), "the remaining lifetime is passed on"
 
-    deadline = published + WAIT
-    while True:
+    def gone():
         sub = peers(mqtt_broker, protocol=V5)
         sub.subscribe(topic, 1)
         marker = unique("mk").encode()
         pub.publish(topic, marker, qos=1)
-        if sub.until(marker) == []:
-            break
-        assert time.monotonic() < deadline, "retained message still delivered long after it expired"
+        before = sub.until(marker)
         sub.disconnect()
-        time.sleep(0.25)
-    assert time.monotonic() - published >= 0.9, "expired before its expiry interval"
+        return before == []
+
+    wait_until("expiry of the retained message", gone, timeout=2 + WAIT, step=0.25)
+    # mosquitto counts whole seconds, so a 2 s expiry may end after 1 s.
+    assert time.monotonic() - published >= 1.0, "expired well before its expiry interval"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +378,8 @@ def away_and_back(broker, peers, protocol, topic, n, back_kw):
 def test_persistent_session_receives_messages_published_while_away(mqtt_broker, peers, protocol):
     topic = unique("away")
     back, (_, present, _), _ = away_and_back(mqtt_broker, peers, protocol, topic, 10, persistent(protocol))
-    assert present is True, "CONNACK says the session was resumed"
+    if protocol != V31:  # MQTT 3.1's CONNACK has no session-present flag
+        assert present is True, "CONNACK says the session was resumed"
     got = back.expect(10)
     assert [m.payload for m in got] == [f"while-away-{i}".encode() for i in range(10)]
 
@@ -455,8 +456,11 @@ def test_qos2_publish_resent_after_reconnect_is_delivered_once(mqtt_broker, peer
     assert raw.expect(PUBREC).pid == 7
     raw.send(ack_packet(PUBREL, 7))
     assert raw.expect(PUBCOMP).pid == 7
-    raw.send(publish_packet(topic, b"marker", qos=1, pid=8, version=version))
-    raw.expect(PUBACK)
+    # The marker goes the same way (QoS 2), so that it is delivered after anything before it.
+    raw.send(publish_packet(topic, b"marker", qos=2, pid=8, version=version))
+    raw.expect(PUBREC)
+    raw.send(ack_packet(PUBREL, 8))
+    raw.expect(PUBCOMP)
     assert [m.payload for m in sub.until(b"marker")] == [b"once"]
 
 
@@ -608,12 +612,15 @@ def test_v5_topic_alias_from_the_client_stands_for_the_topic(mqtt_broker, peers)
 
 @pytest.mark.parametrize("version", RAW_VERSIONS)
 def test_silent_client_is_disconnected_after_one_and_a_half_keep_alives(mqtt_broker, version):
+    keepalive = 2
+    allowed = 1.5 * keepalive + mqtt_broker.keepalive_slack
     raw = Raw(mqtt_broker)
-    raw.connect(unique("ka"), version=version, keepalive=2)
+    raw.connect(unique("ka"), version=version, keepalive=keepalive)
     start = time.monotonic()
-    raw.wait_closed(timeout=5)
+    raw.wait_closed(timeout=allowed + 1)
     waited = time.monotonic() - start
-    assert 1.9 <= waited <= 4.0, f"closed after {waited:.2f} s; keep-alive 2 s allows up to 3 s"
+    assert 1.5 * keepalive - 0.25 <= waited <= allowed, \
+        f"closed after {waited:.2f} s; keep-alive {keepalive} s: 1.5 x = {1.5 * keepalive} s"
 
 
 def test_client_that_pings_outlives_its_keep_alive(mqtt_broker):

@@ -39,7 +39,9 @@ const KEEP_BUFFER: usize = 64 * 1024;
 pub enum Transport {
     Tcp,
     /// WebSocket on `path`, subprotocol `mqtt`.
-    WebSocket { path: String },
+    WebSocket {
+        path: String,
+    },
 }
 
 /// Accepts connections until `cancel` fires; each runs in `tracker`.
@@ -93,7 +95,10 @@ pub async fn serve_listener(
     }
 }
 
-async fn accept_websocket(stream: TcpStream, path: &str) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+async fn accept_websocket(
+    stream: TcpStream,
+    path: &str,
+) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
     let path = path.to_owned();
     let check = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() != path {
@@ -153,7 +158,10 @@ impl Io {
                         return Ok(data.len());
                     }
                     Some(Ok(WsMessage::Text(_))) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "MQTT over WebSocket must use binary frames"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "MQTT over WebSocket must use binary frames",
+                        ));
                     }
                     // Pings are answered by tungstenite on the next write or flush.
                     Some(Ok(_)) => {
@@ -196,7 +204,10 @@ async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
         match wire::decode(&mut buf, ProtocolVersion::V311, max) {
             Ok(Some(Packet::Connect(c))) => break *c,
             Ok(Some(other)) => {
-                tracing::info!(packet = other.name(), "closing: first packet is not CONNECT");
+                tracing::info!(
+                    packet = other.name(),
+                    "closing: first packet is not CONNECT"
+                );
                 return;
             }
             Ok(None) => {}
@@ -243,7 +254,12 @@ async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
     tracing::debug!(client_id = session.client_id(), version = ?session.version(), "connected");
     let ending = run(&mut session, &mut io, buf, max).await;
     if let Ending::Server { reason, why } = &ending {
-        tracing::info!(client_id = session.client_id(), reason, why, "server closes the connection");
+        tracing::info!(
+            client_id = session.client_id(),
+            reason,
+            why,
+            "server closes the connection"
+        );
         session.out.clear();
         session.send_disconnect(*reason, why);
         if !session.out.is_empty() {
@@ -258,7 +274,8 @@ async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
 async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) -> Ending {
     let version = session.version();
     // MQTT 5 §3.1.2.10: one and a half times the keep-alive without a packet closes it.
-    let keep_alive = (session.keep_alive > 0).then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
+    let keep_alive = (session.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
     let far = Duration::from_secs(365 * 24 * 3600);
     let mut last_heard = Instant::now();
     let kick = session.kick().clone();
@@ -304,7 +321,12 @@ async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) 
 
 /// Decodes and handles every complete packet in `buf`, in groups, so that a burst of
 /// publishes is stored with one append.
-async fn handle_buffered(session: &mut Session, buf: &mut BytesMut, version: ProtocolVersion, max: usize) -> Result<(), Ending> {
+async fn handle_buffered(
+    session: &mut Session,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max: usize,
+) -> Result<(), Ending> {
     loop {
         let mut packets = Vec::new();
         let mut failed = None;

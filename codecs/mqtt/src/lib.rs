@@ -2,9 +2,9 @@
 //! machine (`session`), the broker-wide state shared by all clients (`broker`) and the socket
 //! loops (`conn`).
 
-pub mod wire;
 pub mod broker;
+pub mod conn;
 pub mod mapping;
 pub mod session;
 pub mod topic;
-pub mod conn;
+pub mod wire;

@@ -133,18 +133,27 @@ impl Message {
             let Some(value) = value else { continue };
             let text = std::str::from_utf8(value).ok();
             match key.as_str() {
-                QOS => m.qos = text.and_then(|t| t.parse().ok()).and_then(QoS::from_u8).unwrap_or(QoS::AtLeastOnce),
+                QOS => {
+                    m.qos = text
+                        .and_then(|t| t.parse().ok())
+                        .and_then(QoS::from_u8)
+                        .unwrap_or(QoS::AtLeastOnce)
+                }
                 RETAIN => m.retain = text == Some("1"),
                 PUBLISHER => m.publisher = text.map(str::to_owned),
                 EXPIRY_AT => m.expiry_at_ms = text.and_then(|t| t.parse().ok()),
-                PAYLOAD_FORMAT => m.properties.payload_format_indicator = text.and_then(|t| t.parse().ok()),
+                PAYLOAD_FORMAT => {
+                    m.properties.payload_format_indicator = text.and_then(|t| t.parse().ok())
+                }
                 CONTENT_TYPE => m.properties.content_type = text.map(str::to_owned),
                 RESPONSE_TOPIC => m.properties.response_topic = text.map(str::to_owned),
                 CORRELATION_DATA => m.properties.correlation_data = Some(value.clone()),
                 other => {
                     let name = other.strip_prefix(USER_ESCAPE).unwrap_or(other);
                     if let Some(t) = text {
-                        m.properties.user_properties.push((name.to_owned(), t.to_owned()));
+                        m.properties
+                            .user_properties
+                            .push((name.to_owned(), t.to_owned()));
                     }
                 }
             }
@@ -206,12 +215,19 @@ mod tests {
 
     #[test]
     fn a_foreign_record_is_qos1_under_its_key_or_the_stream_name() {
-        let r = Record::new(Some(Bytes::from_static(b"x/y")), Some(Bytes::from_static(b"v")), 5)
-            .with_header("trace", Some(Bytes::from_static(b"abc")));
+        let r = Record::new(
+            Some(Bytes::from_static(b"x/y")),
+            Some(Bytes::from_static(b"v")),
+            5,
+        )
+        .with_header("trace", Some(Bytes::from_static(b"abc")));
         let m = Message::from_record("events", &r);
         assert_eq!(m.topic, "x/y");
         assert_eq!(m.qos, QoS::AtLeastOnce);
-        assert_eq!(m.properties.user_properties, vec![("trace".into(), "abc".into())]);
+        assert_eq!(
+            m.properties.user_properties,
+            vec![("trace".into(), "abc".into())]
+        );
         let keyless = Record::new(None, Some(Bytes::from_static(b"v")), 5);
         assert_eq!(Message::from_record("events", &keyless).topic, "events");
         let wildcard = Record::new(Some(Bytes::from_static(b"a/#")), None, 5);
@@ -220,7 +236,10 @@ mod tests {
 
     #[test]
     fn expiry_rounds_up_and_reaches_zero() {
-        let m = Message { expiry_at_ms: Some(10_000), ..Default::default() };
+        let m = Message {
+            expiry_at_ms: Some(10_000),
+            ..Default::default()
+        };
         assert_eq!(m.remaining_expiry(8_500), Some(2));
         assert_eq!(m.remaining_expiry(9_999), Some(1));
         assert!(m.is_expired(10_000));

@@ -109,25 +109,45 @@ impl Session {
         if client_id.is_empty() {
             // 3.1 requires an id; 3.1.1 allows an empty one only with a clean session.
             if v == ProtocolVersion::V31 || (v == ProtocolVersion::V311 && !c.clean_start) {
-                return Err(refuse(reason::CLIENT_IDENTIFIER_NOT_VALID, reason::v3::IDENTIFIER_REJECTED, "empty client id"));
+                return Err(refuse(
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    reason::v3::IDENTIFIER_REJECTED,
+                    "empty client id",
+                ));
             }
             client_id = broker.assign_client_id();
             assigned = Some(client_id.clone());
         }
         if c.properties.authentication_method.is_some() {
-            return Err(refuse(reason::BAD_AUTHENTICATION_METHOD, reason::v3::NOT_AUTHORIZED, "enhanced authentication is not supported"));
+            return Err(refuse(
+                reason::BAD_AUTHENTICATION_METHOD,
+                reason::v3::NOT_AUTHORIZED,
+                "enhanced authentication is not supported",
+            ));
         }
         if !broker.check_credentials(c.username.as_deref(), c.password.as_deref()) {
             return Err(if c.username.is_none() {
-                refuse(reason::NOT_AUTHORIZED, reason::v3::NOT_AUTHORIZED, "anonymous access is disabled")
+                refuse(
+                    reason::NOT_AUTHORIZED,
+                    reason::v3::NOT_AUTHORIZED,
+                    "anonymous access is disabled",
+                )
             } else {
-                refuse(reason::BAD_USER_NAME_OR_PASSWORD, reason::v3::BAD_USER_NAME_OR_PASSWORD, "bad user name or password")
+                refuse(
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                    reason::v3::BAD_USER_NAME_OR_PASSWORD,
+                    "bad user name or password",
+                )
             });
         }
         let will = match &c.will {
             Some(w) => {
                 if topic::validate_name(&w.topic).is_err() {
-                    return Err(refuse(reason::TOPIC_NAME_INVALID, reason::v3::NOT_AUTHORIZED, "invalid will topic"));
+                    return Err(refuse(
+                        reason::TOPIC_NAME_INVALID,
+                        reason::v3::NOT_AUTHORIZED,
+                        "invalid will topic",
+                    ));
                 }
                 let now = now_ms();
                 let mut properties = w.properties.clone();
@@ -157,7 +177,10 @@ impl Session {
         let expiry = requested_expiry.min(settings.max_session_expiry);
         let mut keep_alive = c.keep_alive;
         let mut server_keep_alive = None;
-        if settings.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > settings.max_keep_alive) && v.is_v5() {
+        if settings.max_keep_alive > 0
+            && (keep_alive == 0 || keep_alive > settings.max_keep_alive)
+            && v.is_v5()
+        {
             keep_alive = settings.max_keep_alive;
             server_keep_alive = Some(keep_alive);
         }
@@ -228,7 +251,10 @@ impl Session {
         if self.broker.cancel_token().is_cancelled() {
             Ending::server(reason::SERVER_SHUTTING_DOWN, "server shutting down")
         } else {
-            Ending::server(reason::SESSION_TAKEN_OVER, "session taken over by a new connection")
+            Ending::server(
+                reason::SESSION_TAKEN_OVER,
+                "session taken over by a new connection",
+            )
         }
     }
 
@@ -257,7 +283,12 @@ impl Session {
     async fn handle_other(&mut self, p: Packet) -> Result<(), Ending> {
         match p {
             Packet::PubAck(a) => {
-                if self.state.inflight.get(&a.packet_id).is_some_and(|i| i.delivery.qos == QoS::AtLeastOnce) {
+                if self
+                    .state
+                    .inflight
+                    .get(&a.packet_id)
+                    .is_some_and(|i| i.delivery.qos == QoS::AtLeastOnce)
+                {
                     self.state.inflight.remove(&a.packet_id);
                 }
             }
@@ -277,7 +308,12 @@ impl Session {
                 self.send(&Packet::PubRel(ack(a.packet_id, code)));
             }
             Packet::PubComp(a) => {
-                if self.state.inflight.get(&a.packet_id).is_some_and(|i| i.released) {
+                if self
+                    .state
+                    .inflight
+                    .get(&a.packet_id)
+                    .is_some_and(|i| i.released)
+                {
                     self.state.inflight.remove(&a.packet_id);
                 }
             }
@@ -297,7 +333,10 @@ impl Session {
                 return Err(Ending::server(reason::PROTOCOL_ERROR, "second CONNECT"));
             }
             Packet::Auth(_) => {
-                return Err(Ending::server(reason::PROTOCOL_ERROR, "AUTH without an authentication method"));
+                return Err(Ending::server(
+                    reason::PROTOCOL_ERROR,
+                    "AUTH without an authentication method",
+                ));
             }
             other => {
                 return Err(Ending::server(
@@ -313,7 +352,10 @@ impl Session {
         if let Some(expiry) = d.properties.session_expiry_interval {
             // §3.14.2.2.2: a session that was to end with the connection cannot be extended.
             if self.state.expiry_interval == 0 && expiry != 0 {
-                return Ending::server(reason::PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 on CONNECT");
+                return Ending::server(
+                    reason::PROTOCOL_ERROR,
+                    "session expiry set on DISCONNECT after 0 on CONNECT",
+                );
             }
             self.state.expiry_interval = expiry.min(self.broker.settings.max_session_expiry);
         }
@@ -326,32 +368,51 @@ impl Session {
     fn stage_publish(&mut self, mut p: Publish) -> Result<(), Ending> {
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.settings.topic_alias_maximum {
-                return Err(Ending::server(reason::TOPIC_ALIAS_INVALID, format!("topic alias {alias} out of range")));
+                return Err(Ending::server(
+                    reason::TOPIC_ALIAS_INVALID,
+                    format!("topic alias {alias} out of range"),
+                ));
             }
             if p.topic.is_empty() {
                 match self.aliases_in.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return Err(Ending::server(reason::PROTOCOL_ERROR, format!("unknown topic alias {alias}"))),
+                    None => {
+                        return Err(Ending::server(
+                            reason::PROTOCOL_ERROR,
+                            format!("unknown topic alias {alias}"),
+                        ));
+                    }
                 }
             } else {
                 self.aliases_in.insert(alias, p.topic.clone());
             }
         }
         if let Err(e) = topic::validate_name(&p.topic) {
-            return Err(Ending::server(reason::TOPIC_NAME_INVALID, format!("invalid topic name: {e}")));
+            return Err(Ending::server(
+                reason::TOPIC_NAME_INVALID,
+                format!("invalid topic name: {e}"),
+            ));
         }
         if p.qos != QoS::AtMostOnce {
             let unacked = self.state.incoming_qos2.len() + self.staged.len();
             if unacked >= usize::from(self.broker.settings.receive_maximum) {
-                return Err(Ending::server(reason::RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged publishes than Receive Maximum"));
+                return Err(Ending::server(
+                    reason::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged publishes than Receive Maximum",
+                ));
             }
         }
         if p.qos == QoS::ExactlyOnce && !self.state.incoming_qos2.insert(p.packet_id) {
             // A resend of a message already stored: acknowledge it again, store nothing.
-            self.staged.push(Staged { qos: p.qos, packet_id: p.packet_id });
+            self.staged.push(Staged {
+                qos: p.qos,
+                packet_id: p.packet_id,
+            });
             return Ok(());
         }
-        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
             if p.qos == QoS::ExactlyOnce {
                 self.state.incoming_qos2.remove(&p.packet_id);
             }
@@ -372,7 +433,10 @@ impl Session {
             timestamp_ms: now,
         });
         if p.qos != QoS::AtMostOnce {
-            self.staged.push(Staged { qos: p.qos, packet_id: p.packet_id });
+            self.staged.push(Staged {
+                qos: p.qos,
+                packet_id: p.packet_id,
+            });
         }
         Ok(())
     }
@@ -405,7 +469,10 @@ impl Session {
         {
             tracing::warn!(client_id = %self.client_id, error = %e, "publish not stored");
             if !self.version.is_v5() || staged.is_empty() {
-                return Err(Ending::server(reason::IMPLEMENTATION_SPECIFIC_ERROR, format!("publish not stored: {e}")));
+                return Err(Ending::server(
+                    reason::IMPLEMENTATION_SPECIFIC_ERROR,
+                    format!("publish not stored: {e}"),
+                ));
             }
             code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
         }
@@ -432,12 +499,19 @@ impl Session {
             let spec = match FilterSpec::parse(&raw) {
                 Ok(spec) => spec,
                 Err(_) => {
-                    reasons.push(if v5 { reason::TOPIC_FILTER_INVALID } else { reason::v3::SUBSCRIBE_FAILURE });
+                    reasons.push(if v5 {
+                        reason::TOPIC_FILTER_INVALID
+                    } else {
+                        reason::v3::SUBSCRIBE_FAILURE
+                    });
                     continue;
                 }
             };
             if spec.group.is_some() && options.no_local {
-                return Err(Ending::server(reason::PROTOCOL_ERROR, "No Local on a shared subscription"));
+                return Err(Ending::server(
+                    reason::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                ));
             }
             let sub = Subscription { spec, options, id };
             let existed = self.broker.add_subscription(&self.opened.shared, &sub);
@@ -456,7 +530,9 @@ impl Session {
                         subscription_ids: id.into_iter().collect(),
                         origin: None,
                     };
-                    self.opened.shared.push(d, self.broker.settings.max_queued_messages);
+                    self.opened
+                        .shared
+                        .push(d, self.broker.settings.max_queued_messages);
                 }
             }
             self.state.subscriptions.insert(raw, sub);
@@ -467,7 +543,9 @@ impl Session {
             reasons,
             properties: AckProperties::default(),
         }));
-        self.broker.store_session(&self.opened.shared, &self.state).await;
+        self.broker
+            .store_session(&self.opened.shared, &self.state)
+            .await;
         Ok(())
     }
 
@@ -475,8 +553,13 @@ impl Session {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for raw in u.filters {
             let removed = self.state.subscriptions.remove(&raw);
-            let found = removed.is_some_and(|sub| self.broker.remove_subscription(&self.client_id, &sub.spec));
-            reasons.push(if found { reason::SUCCESS } else { reason::NO_SUBSCRIPTION_EXISTED });
+            let found = removed
+                .is_some_and(|sub| self.broker.remove_subscription(&self.client_id, &sub.spec));
+            reasons.push(if found {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
         }
         if !self.version.is_v5() {
             reasons.clear();
@@ -486,13 +569,20 @@ impl Session {
             reasons,
             properties: AckProperties::default(),
         }));
-        self.broker.store_session(&self.opened.shared, &self.state).await;
+        self.broker
+            .store_session(&self.opened.shared, &self.state)
+            .await;
     }
 
     /// After a reconnect: unacknowledged messages again, with DUP, and PUBREL for those the
     /// client already received (§4.4).
     fn resend_inflight(&mut self) {
-        let pending: Vec<(u16, Inflight)> = self.state.inflight.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let pending: Vec<(u16, Inflight)> = self
+            .state
+            .inflight
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         for (pid, inflight) in pending {
             if inflight.released {
                 self.send(&Packet::PubRel(ack(pid, reason::SUCCESS)));
@@ -541,7 +631,13 @@ impl Session {
         };
         self.send(&Packet::Publish(p));
         if d.qos != QoS::AtMostOnce {
-            self.state.inflight.insert(pid, Inflight { delivery: d, released: false });
+            self.state.inflight.insert(
+                pid,
+                Inflight {
+                    delivery: d,
+                    released: false,
+                },
+            );
         }
     }
 
@@ -599,7 +695,10 @@ impl Session {
             reason_string: self.problem_info.then(|| why.to_owned()),
             ..Default::default()
         };
-        self.send(&Packet::Disconnect(Disconnect { reason: reason_code, properties }));
+        self.send(&Packet::Disconnect(Disconnect {
+            reason: reason_code,
+            properties,
+        }));
     }
 
     /// Ends the connection's hold on the session: publishes or schedules the will as `ending`

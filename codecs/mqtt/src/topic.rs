@@ -14,7 +14,9 @@ pub enum TopicError {
     MisplacedMultiLevel,
     #[error("'+' must occupy a whole level of a topic filter")]
     MisplacedSingleLevel,
-    #[error("shared subscription is not $share/<group>/<filter> with a non-empty group without wildcards")]
+    #[error(
+        "shared subscription is not $share/<group>/<filter> with a non-empty group without wildcards"
+    )]
     BadShare,
     #[error("topic is longer than 65535 bytes")]
     TooLong,
@@ -195,7 +197,12 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         removed
     }
 
-    fn remove_at(node: &mut Node<K, V>, levels: &[&str], group: Option<&str>, key: &K) -> Option<V> {
+    fn remove_at(
+        node: &mut Node<K, V>,
+        levels: &[&str],
+        group: Option<&str>,
+        key: &K,
+    ) -> Option<V> {
         let Some((first, rest)) = levels.split_first() else {
             return match group {
                 None => node.plain.remove(key),
@@ -270,7 +277,12 @@ mod tests {
     }
 
     fn matched(tree: &SubscriptionTree<String, ()>, topic: &str) -> Vec<String> {
-        let mut v: Vec<String> = tree.matches(topic).plain.into_iter().map(|(k, _)| k.clone()).collect();
+        let mut v: Vec<String> = tree
+            .matches(topic)
+            .plain
+            .into_iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         v.sort();
         v
     }
@@ -288,9 +300,15 @@ mod tests {
         assert!(validate_filter("#").is_ok());
         assert!(validate_filter("a/+/b/#").is_ok());
         assert!(validate_filter("+").is_ok());
-        assert_eq!(validate_filter("a/#/b"), Err(TopicError::MisplacedMultiLevel));
+        assert_eq!(
+            validate_filter("a/#/b"),
+            Err(TopicError::MisplacedMultiLevel)
+        );
         assert_eq!(validate_filter("a#"), Err(TopicError::MisplacedMultiLevel));
-        assert_eq!(validate_filter("a/b+"), Err(TopicError::MisplacedSingleLevel));
+        assert_eq!(
+            validate_filter("a/b+"),
+            Err(TopicError::MisplacedSingleLevel)
+        );
     }
 
     #[test]
@@ -306,7 +324,10 @@ mod tests {
     #[test]
     fn matching_follows_the_spec_examples() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("sport/tennis/+", "sport/tennis/player1"));
         assert!(!matches("sport/tennis/+", "sport/tennis/player1/ranking"));
@@ -323,16 +344,22 @@ mod tests {
     #[test]
     fn tree_matches_like_the_reference_matcher() {
         let filters = [
-            "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "/+", "a/b/c", "$SYS/#", "+/b/#", "a//b",
+            "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "/+", "a/b/c", "$SYS/#", "+/b/#",
+            "a//b",
         ];
-        let topics = ["a", "a/b", "a/b/c", "/b", "b", "$SYS/x", "$SYS", "a//b", "", "/"];
+        let topics = [
+            "a", "a/b", "a/b/c", "/b", "b", "$SYS/x", "$SYS", "a//b", "", "/",
+        ];
         let mut tree = SubscriptionTree::new();
         for f in filters {
             tree.insert(&spec(f), f.to_owned(), ());
         }
         for t in topics {
-            let mut expected: Vec<String> =
-                filters.iter().filter(|f| matches(f, t)).map(|f| f.to_string()).collect();
+            let mut expected: Vec<String> = filters
+                .iter()
+                .filter(|f| matches(f, t))
+                .map(|f| f.to_string())
+                .collect();
             expected.sort();
             assert_eq!(matched(&tree, t), expected, "topic {t:?}");
         }
@@ -345,7 +372,10 @@ mod tests {
         tree.insert(&spec("$share/g/a/b/c"), "k".to_owned(), ());
         assert_eq!(tree.len(), 2);
         assert_eq!(tree.remove(&spec("a/b/c"), &"k".to_owned()), Some(()));
-        assert_eq!(tree.remove(&spec("$share/g/a/b/c"), &"k".to_owned()), Some(()));
+        assert_eq!(
+            tree.remove(&spec("$share/g/a/b/c"), &"k".to_owned()),
+            Some(())
+        );
         assert_eq!(tree.remove(&spec("a/b/c"), &"k".to_owned()), None);
         assert!(tree.is_empty());
         assert!(tree.root.is_empty());
@@ -359,7 +389,11 @@ mod tests {
         tree.insert(&spec("$share/h/a/#"), "m3".to_owned(), 3);
         let m = tree.matches("a/x");
         assert!(m.plain.is_empty());
-        let mut groups: Vec<(&str, usize)> = m.shared.iter().map(|(g, members)| (*g, members.len())).collect();
+        let mut groups: Vec<(&str, usize)> = m
+            .shared
+            .iter()
+            .map(|(g, members)| (*g, members.len()))
+            .collect();
         groups.sort();
         assert_eq!(groups, vec![("g", 2), ("h", 1)]);
     }

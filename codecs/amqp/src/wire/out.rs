@@ -2,8 +2,8 @@
 //!
 //! Methods are `amq-protocol`'s generated structs; these helpers fill in what the spec and
 //! RabbitMQ-compatible clients expect (server properties and capabilities, reply texts cut to a
-//! short string, content split at frame_max), and refuse short strings longer than 255 bytes,
-//! which the generator would otherwise write with a wrapped-around length octet.
+//! short string, content split at frame_max), and refuse short strings longer than 255 bytes
+//! with an error where `amq-protocol`'s `ShortString::from` would panic.
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, channel, connection, queue};
@@ -342,102 +342,12 @@ fn body_chunk(frame_max: u32) -> usize {
     (limit as usize).saturating_sub(FRAME_OVERHEAD).max(1)
 }
 
-fn short(field: &'static str, value: &str) -> Result<ShortString, WireError> {
-    check_short(field, value)?;
-    Ok(value.into())
-}
-
-fn check_short(field: &'static str, value: &str) -> Result<(), WireError> {
-    if value.len() > 255 {
-        Err(WireError::ShortStringTooLong {
-            field,
-            len: value.len(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-/// Checks the short strings of the methods the broker sends that carry user data: names,
-/// tags, routing keys and reply texts.
-pub(crate) fn check_method_strings(method: &AMQPClass) -> Result<(), WireError> {
-    use AMQPClass as C;
-    let fields: Vec<(&'static str, &str)> = match method {
-        C::Basic(basic::AMQPMethod::Deliver(m)) => vec![
-            ("consumer-tag", m.consumer_tag.as_str()),
-            ("exchange", m.exchange.as_str()),
-            ("routing-key", m.routing_key.as_str()),
-        ],
-        C::Basic(basic::AMQPMethod::GetOk(m)) => vec![
-            ("exchange", m.exchange.as_str()),
-            ("routing-key", m.routing_key.as_str()),
-        ],
-        C::Basic(basic::AMQPMethod::Return(m)) => vec![
-            ("reply-text", m.reply_text.as_str()),
-            ("exchange", m.exchange.as_str()),
-            ("routing-key", m.routing_key.as_str()),
-        ],
-        C::Basic(basic::AMQPMethod::ConsumeOk(m)) => vec![("consumer-tag", m.consumer_tag.as_str())],
-        C::Basic(basic::AMQPMethod::Cancel(m)) => vec![("consumer-tag", m.consumer_tag.as_str())],
-        C::Basic(basic::AMQPMethod::CancelOk(m)) => vec![("consumer-tag", m.consumer_tag.as_str())],
-        C::Queue(queue::AMQPMethod::DeclareOk(m)) => vec![("queue", m.queue.as_str())],
-        C::Connection(connection::AMQPMethod::Close(m)) => vec![("reply-text", m.reply_text.as_str())],
-        C::Connection(connection::AMQPMethod::Blocked(m)) => vec![("reason", m.reason.as_str())],
-        C::Connection(connection::AMQPMethod::Start(m)) => {
-            return check_table_strings(&m.server_properties);
-        }
-        C::Channel(channel::AMQPMethod::Close(m)) => vec![("reply-text", m.reply_text.as_str())],
-        _ => Vec::new(),
-    };
-    fields
-        .into_iter()
-        .try_for_each(|(field, value)| check_short(field, value))
-}
-
-/// Checks every short string of the content properties, header keys included.
-pub(crate) fn check_property_strings(props: &BasicProperties) -> Result<(), WireError> {
-    let fields = [
-        ("content-type", props.content_type()),
-        ("content-encoding", props.content_encoding()),
-        ("correlation-id", props.correlation_id()),
-        ("reply-to", props.reply_to()),
-        ("expiration", props.expiration()),
-        ("message-id", props.message_id()),
-        ("type", props.kind()),
-        ("user-id", props.user_id()),
-        ("app-id", props.app_id()),
-        ("cluster-id", props.cluster_id()),
-    ];
-    for (field, value) in fields {
-        if let Some(value) = value {
-            check_short(field, value.as_str())?;
-        }
-    }
-    match props.headers() {
-        Some(headers) => check_table_strings(headers),
-        None => Ok(()),
-    }
-}
-
-/// Table keys and short-string values, iteratively so that any depth is safe.
-fn check_table_strings(table: &FieldTable) -> Result<(), WireError> {
-    let mut pending: Vec<&AMQPValue> = Vec::new();
-    for (key, value) in table {
-        check_short("header name", key.as_str())?;
-        pending.push(value);
-    }
-    while let Some(value) = pending.pop() {
-        match value {
-            AMQPValue::ShortString(s) => check_short("header value", s.as_str())?,
-            AMQPValue::FieldTable(inner) => {
-                for (key, value) in inner {
-                    check_short("header name", key.as_str())?;
-                    pending.push(value);
-                }
-            }
-            AMQPValue::FieldArray(items) => pending.extend(items.as_slice()),
-            _ => {}
-        }
-    }
-    Ok(())
+/// A short string from user data. `ShortString::from` panics past 255 bytes, so every value
+/// that did not come off the wire goes through here (e.g. an MQTT topic, which may be 64 KiB,
+/// used as a routing key).
+pub fn short(field: &'static str, value: &str) -> Result<ShortString, WireError> {
+    ShortString::try_new(value).map_err(|_| WireError::ShortStringTooLong {
+        field,
+        len: value.len(),
+    })
 }

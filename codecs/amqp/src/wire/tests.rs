@@ -370,29 +370,15 @@ fn routing_key_longer_than_a_short_string_is_refused_when_building_deliver() {
 }
 
 #[test]
-fn encoding_a_frame_with_an_overlong_short_string_fails_instead_of_corrupting() {
-    let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-        consumer_tag: "c".into(),
-        delivery_tag: 1,
-        redelivered: false,
-        exchange: "x".repeat(300).into(),
-        routing_key: "k".into(),
-    }));
-    let mut buf = BytesMut::new();
-    assert!(encode_frame(&AMQPFrame::Method(1, method), &mut buf).is_err());
-    let props = BasicProperties::default().with_message_id("m".repeat(256).into());
-    let mut buf = BytesMut::new();
-    let err = out::encode_message(
-        1,
-        &out::basic_get_empty(),
-        &props,
-        b"x",
-        4096,
-        &mut buf,
-    )
-    .unwrap_err();
-    assert_eq!(err, WireError::ShortStringTooLong { field: "message-id", len: 256 });
-    assert!(buf.is_empty(), "nothing half-written");
+fn overlong_short_strings_are_refused_by_the_builders_not_truncated() {
+    // The encoder relies on this: amq-protocol's ShortString cannot hold more than 255 bytes.
+    assert!(ShortString::try_new("x".repeat(256)).is_err());
+    assert_eq!(
+        out::short("queue", &"q".repeat(300)),
+        Err(WireError::ShortStringTooLong { field: "queue", len: 300 })
+    );
+    assert!(out::queue_declare_ok(&"q".repeat(256), 0, 0).is_err());
+    assert!(out::basic_consume_ok(&"c".repeat(256)).is_err());
 }
 
 #[test]
@@ -404,6 +390,7 @@ fn content_header_larger_than_frame_max_is_refused() {
     let deliver = out::basic_deliver("c", 1, false, "", "q").unwrap();
     let err = out::encode_message(1, &deliver, &props, b"x", 4096, &mut buf).unwrap_err();
     assert!(matches!(err, WireError::HeaderTooLarge { frame_max: 4096, .. }));
+    assert!(buf.is_empty(), "nothing half-written");
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! pushes each record to the sessions whose subscriptions match its topic.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +39,8 @@ impl Broker {
                 let pos = Arc::new(AtomicU64::new(hw));
                 lock(&self.tails).insert(tp.clone(), pos.clone());
                 let broker = self.clone();
-                self.tracker.spawn(async move { broker.tail(tp, pos).await });
+                self.tracker
+                    .spawn(async move { broker.tail(tp, pos).await });
             }
         }
         Ok(())

@@ -151,7 +151,11 @@ impl Broker {
                 Some(meta) => meta.partitions,
                 None => match self
                     .router
-                    .create_stream(name.clone(), self.settings.stream_partitions, BTreeMap::new())
+                    .create_stream(
+                        name.clone(),
+                        self.settings.stream_partitions,
+                        BTreeMap::new(),
+                    )
                     .await
                 {
                     Ok(meta) => meta.partitions,
@@ -234,7 +238,11 @@ impl Broker {
     }
 
     /// Adds a session's subscription to the tree; returns whether it replaced one.
-    pub(crate) fn add_subscription(&self, session: &Arc<SessionShared>, sub: &Subscription) -> bool {
+    pub(crate) fn add_subscription(
+        &self,
+        session: &Arc<SessionShared>,
+        sub: &Subscription,
+    ) -> bool {
         let entry = SubEntry {
             session: session.clone(),
             options: sub.options,

@@ -133,12 +133,8 @@ impl Broker {
             ..
         } = opened;
         shared.set_online(false);
-        {
-            let mut l = lock(&shared.live);
-            if l.as_ref().is_some_and(|c| c.closed == live.closed) {
-                *l = None;
-            }
-        }
+        // `live` stays set until the session is parked: a connection taking over meanwhile
+        // waits on `closed` instead of finding neither a live connection nor a parked state.
         if state.expiry_interval == 0 {
             self.end_session(&shared, &state);
         } else {
@@ -146,7 +142,17 @@ impl Broker {
             let expiry = state.expiry_interval;
             *lock(&shared.parked) = Some(state);
             if expiry != u32::MAX {
-                self.schedule_expiry(shared.clone(), generation, Duration::from_secs(expiry.into()));
+                self.schedule_expiry(
+                    shared.clone(),
+                    generation,
+                    Duration::from_secs(expiry.into()),
+                );
+            }
+        }
+        {
+            let mut l = lock(&shared.live);
+            if l.as_ref().is_some_and(|c| c.closed == live.closed) {
+                *l = None;
             }
         }
         live.closed.cancel();
@@ -171,7 +177,12 @@ impl Broker {
         }
     }
 
-    fn schedule_expiry(self: &Arc<Self>, shared: Arc<SessionShared>, generation: u64, after: Duration) {
+    fn schedule_expiry(
+        self: &Arc<Self>,
+        shared: Arc<SessionShared>,
+        generation: u64,
+        after: Duration,
+    ) {
         let broker = self.clone();
         self.tracker.spawn(async move {
             tokio::select! {
@@ -194,7 +205,13 @@ impl Broker {
 
     /// Publishes a will message after `delay`, unless the client has reconnected by then
     /// (MQTT 5 §3.1.3.2).
-    pub fn schedule_will(self: &Arc<Self>, shared: Arc<SessionShared>, generation: u64, will: Message, delay: Duration) {
+    pub fn schedule_will(
+        self: &Arc<Self>,
+        shared: Arc<SessionShared>,
+        generation: u64,
+        will: Message,
+        delay: Duration,
+    ) {
         let broker = self.clone();
         self.tracker.spawn(async move {
             if !delay.is_zero() {
@@ -232,8 +249,15 @@ impl Broker {
         let stored = StoredSession {
             expiry_interval: state.expiry_interval,
             saved_ms: now_ms(),
-            subscriptions: state.subscriptions.iter().map(|(f, s)| stored_sub(f, s)).collect(),
-            positions: marks.into_iter().map(|(tp, o)| (tp.stream, tp.partition, o)).collect(),
+            subscriptions: state
+                .subscriptions
+                .iter()
+                .map(|(f, s)| stored_sub(f, s))
+                .collect(),
+            positions: marks
+                .into_iter()
+                .map(|(tp, o)| (tp.stream, tp.partition, o))
+                .collect(),
         };
         let bytes = match serde_json::to_vec(&stored) {
             Ok(b) => b,
@@ -299,7 +323,13 @@ impl Broker {
     }
 
     /// Queues for a restored session what it missed in one partition.
-    async fn replay(&self, shared: &SessionShared, state: &SessionState, tp: &TopicPartition, mut from: Offset) {
+    async fn replay(
+        &self,
+        shared: &SessionShared,
+        state: &SessionState,
+        tp: &TopicPartition,
+        mut from: Offset,
+    ) {
         loop {
             let chunk = match self.router.read(tp, from, REPLAY_READ_BYTES).await {
                 Ok(c) if !c.batches.is_empty() => c,
@@ -310,12 +340,16 @@ impl Broker {
                 }
             };
             for bytes in chunk.batches {
-                let Ok(batch) = switchboard_model::RecordBatch::parse(bytes) else { return };
+                let Ok(batch) = switchboard_model::RecordBatch::parse(bytes) else {
+                    return;
+                };
                 let next = batch.last_offset().max(0) as u64 + 1;
                 if let Ok(records) = batch.records() {
                     for r in records.iter().filter(|r| r.offset >= from) {
                         let msg = Message::from_record(tp.stream.as_str(), r);
-                        let Some((qos, ids)) = best_match(&shared.client_id, state, &msg) else { continue };
+                        let Some((qos, ids)) = best_match(&shared.client_id, state, &msg) else {
+                            continue;
+                        };
                         if qos == QoS::AtMostOnce || msg.is_expired(now_ms()) {
                             continue;
                         }

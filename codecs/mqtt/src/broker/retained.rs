@@ -72,7 +72,9 @@ impl RetainedStore {
 fn encode(m: &Message) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     b.push(m.to_record());
-    b.build().map(|batch| batch.bytes().to_vec()).unwrap_or_default()
+    b.build()
+        .map(|batch| batch.bytes().to_vec())
+        .unwrap_or_default()
 }
 
 fn decode(bytes: &[u8]) -> Option<Message> {

@@ -155,8 +155,16 @@ fn connect(r: &mut Reader) -> Result<Connect, DecodeError> {
         Some((qos, retain)) => Some(will(r, version, qos, retain)?),
         None => None,
     };
-    let username = if flags.username { Some(r.string()?) } else { None };
-    let password = if flags.password { Some(r.binary()?) } else { None };
+    let username = if flags.username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if flags.password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     r.finish("CONNECT has bytes after the fields its flags declare")?;
     Ok(Connect {
         version,
@@ -258,7 +266,11 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck, DecodeError> {
     }
     let code = r.u8()?;
     let properties = if v5 {
-        check_reason(CONNACK_REASONS, code, "CONNACK reason code not allowed by §3.2.2.2")?;
+        check_reason(
+            CONNACK_REASONS,
+            code,
+            "CONNACK reason code not allowed by §3.2.2.2",
+        )?;
         properties::connack(r)?
     } else {
         if code > 5 {
@@ -284,7 +296,10 @@ fn publish(flags: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> 
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
-        packet_id(r, "PUBLISH with QoS 1 or 2 has packet identifier 0 (§2.2.1)")?
+        packet_id(
+            r,
+            "PUBLISH with QoS 1 or 2 has packet identifier 0 (§2.2.1)",
+        )?
     };
     let properties = if v5 {
         properties::publish(r)?
@@ -433,7 +448,11 @@ fn suback(r: &mut Reader, v5: bool) -> Result<SubAck, DecodeError> {
     let packet_id = r.u16()?;
     let (properties, allowed, error) = if v5 {
         let props = properties::ack(r)?;
-        (props, SUBACK_REASONS, "SUBACK reason code not allowed by §3.9.3")
+        (
+            props,
+            SUBACK_REASONS,
+            "SUBACK reason code not allowed by §3.9.3",
+        )
     } else {
         let error = "SUBACK return code other than 0, 1, 2 or 0x80 (3.1.1 §3.9.3)";
         (Default::default(), SUBACK_V3_CODES, error)

@@ -12,9 +12,9 @@ use super::properties::id::*;
 use super::read::MAX_VARIABLE_BYTE_INTEGER;
 use super::{
     AckProperties, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties,
-    DisconnectProperties, Packet, ProtocolVersion, PubResp, Publish,
-    PublishProperties, SubAck, Subscribe, SubscribeProperties, SubscriptionOptions, UnsubAck,
-    Unsubscribe, UserProperty, Will, reason,
+    DisconnectProperties, Packet, ProtocolVersion, PubResp, Publish, PublishProperties, SubAck,
+    Subscribe, SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperty, Will,
+    reason,
 };
 
 /// Appends `packet` to `out` as `version` lays it out.
@@ -69,7 +69,10 @@ trait Sink {
 
     /// Variable Byte Integer (§1.5.5).
     fn variable_byte_integer(&mut self, value: usize) {
-        debug_assert!(value <= MAX_VARIABLE_BYTE_INTEGER as usize, "{value} too large");
+        debug_assert!(
+            value <= MAX_VARIABLE_BYTE_INTEGER as usize,
+            "{value} too large"
+        );
         let mut value = value.min(MAX_VARIABLE_BYTE_INTEGER as usize);
         let mut bytes = [0u8; 4];
         let mut len = 0;
@@ -402,10 +405,22 @@ impl PropertySet for ConnectProperties {
         two(s, RECEIVE_MAXIMUM, self.receive_maximum);
         four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        byte(s, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        byte(s, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        byte(
+            s,
+            REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        byte(
+            s,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         user_properties(s, &self.user_properties);
-        string(s, AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         binary(s, AUTHENTICATION_DATA, self.authentication_data.as_deref());
     }
 }
@@ -463,7 +478,11 @@ impl PropertySet for ConnAckProperties {
         two(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
         string(s, RESPONSE_INFORMATION, self.response_information.as_ref());
         string(s, SERVER_REFERENCE, self.server_reference.as_ref());
-        string(s, AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         binary(s, AUTHENTICATION_DATA, self.authentication_data.as_deref());
     }
 }
@@ -509,7 +528,11 @@ impl PropertySet for DisconnectProperties {
 
 impl PropertySet for AuthProperties {
     fn write<S: Sink>(&self, s: &mut S) {
-        string(s, AUTHENTICATION_METHOD, self.authentication_method.as_ref());
+        string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_ref(),
+        );
         binary(s, AUTHENTICATION_DATA, self.authentication_data.as_deref());
         string(s, REASON_STRING, self.reason_string.as_ref());
         user_properties(s, &self.user_properties);

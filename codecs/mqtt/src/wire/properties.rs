@@ -168,6 +168,11 @@ pub(super) fn connect(packet: &mut Reader) -> Result<ConnectProperties, DecodeEr
             _ => return Err(not_allowed(id)),
         }
     }
+    if p.authentication_data.is_some() && p.authentication_method.is_none() {
+        return Err(DecodeError::Protocol(
+            "CONNECT has Authentication Data without an Authentication Method (§3.1.2.11.10)",
+        ));
+    }
     Ok(p)
 }
 

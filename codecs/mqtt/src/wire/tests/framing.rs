@@ -15,7 +15,11 @@ fn assert_prefixes_need_more(bytes: &[u8], version: ProtocolVersion) {
             Ok(None),
             "prefix of {len} bytes"
         );
-        assert_eq!(&buf[..], &bytes[..len], "prefix of {len} bytes was consumed");
+        assert_eq!(
+            &buf[..],
+            &bytes[..len],
+            "prefix of {len} bytes was consumed"
+        );
     }
 }
 

@@ -45,7 +45,9 @@ fn v5_publish(properties: &[u8]) -> Vec<u8> {
 
 /// A SUBSCRIBE (packet id 1) to "a" with the given options byte, and v5 properties if some.
 fn subscribe(options: u8, properties: Option<&[u8]>) -> Vec<u8> {
-    let props = properties.map(|p| cat(&[&[p.len() as u8], p])).unwrap_or_default();
+    let props = properties
+        .map(|p| cat(&[&[p.len() as u8], p]))
+        .unwrap_or_default();
     let body = cat(&[b"\x00\x01", &props, b"\x00\x01a", &[options]]);
     cat(&[&[0x82, body.len() as u8], &body])
 }
@@ -69,7 +71,10 @@ fn other_packets_with_flags_set_are_malformed() {
 #[test]
 fn mqtt31_allows_dup_on_pubrel_but_311_does_not() {
     let pubrel = decode_whole(b"\x6a\x02\x00\x01", V31);
-    assert!(matches!(pubrel, Packet::PubRel(PubResp { packet_id: 1, .. })));
+    assert!(matches!(
+        pubrel,
+        Packet::PubRel(PubResp { packet_id: 1, .. })
+    ));
     assert_malformed(b"\x6a\x02\x00\x01", V311);
 }
 
@@ -308,6 +313,11 @@ fn maximum_packet_size_0_is_a_protocol_error() {
 #[test]
 fn topic_alias_0_is_a_protocol_error() {
     assert_protocol_error(&v5_publish(b"\x23\x00\x00"), V5);
+}
+
+#[test]
+fn authentication_data_without_a_method_is_a_protocol_error() {
+    assert_protocol_error(&v5_connect(0x02, b"\x16\x00\x01x", b""), V5);
 }
 
 #[test]

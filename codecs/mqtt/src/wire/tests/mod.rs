@@ -36,7 +36,11 @@ fn decode_error(bytes: &[u8], version: ProtocolVersion) -> DecodeError {
 fn encode_to_vec(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
     let mut out = BytesMut::new();
     encode(packet, version, &mut out);
-    assert_eq!(out.len(), encoded_len(packet, version), "encoded_len disagrees");
+    assert_eq!(
+        out.len(),
+        encoded_len(packet, version),
+        "encoded_len disagrees"
+    );
     out.to_vec()
 }
 

@@ -5,7 +5,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::strategies::{packet, version, versioned_packet};
+use super::strategies::{packet, publish, version, versioned_packet};
 use super::{NO_LIMIT, encode_to_vec};
 use crate::wire::*;
 
@@ -42,6 +42,8 @@ fn encode_variable_byte_integer(mut value: usize, out: &mut Vec<u8>) {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
     #[test]
     fn encoded_packets_decode_to_themselves((version, packet) in versioned_packet()) {
         let bytes = encode_to_vec(&packet, version);
@@ -79,9 +81,11 @@ proptest! {
 
     #[test]
     fn v5_publish_encoded_for_v311_loses_only_its_properties(
-        Packet::Publish(publish) in packet(ProtocolVersion::V5)
-            .prop_filter("PUBLISH only", |p| matches!(p, Packet::Publish(_))),
+        packet in publish(true),
     ) {
+        let Packet::Publish(publish) = packet else {
+            return Err(TestCaseError::fail("the strategy makes PUBLISH packets"));
+        };
         let bytes = encode_to_vec(&Packet::Publish(publish.clone()), ProtocolVersion::V311);
         let mut buf = BytesMut::from(&bytes[..]);
         let expected = Publish { properties: PublishProperties::default(), ..publish };

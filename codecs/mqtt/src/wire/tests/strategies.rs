@@ -81,8 +81,8 @@ fn message_properties() -> impl Strategy<Value = PublishProperties> {
         of(binary()),
         user_properties(),
     )
-        .prop_map(|(format, expiry, content_type, response, correlation, user)| {
-            PublishProperties {
+        .prop_map(
+            |(format, expiry, content_type, response, correlation, user)| PublishProperties {
                 payload_format_indicator: format,
                 message_expiry_interval: expiry,
                 response_topic: response,
@@ -90,8 +90,8 @@ fn message_properties() -> impl Strategy<Value = PublishProperties> {
                 user_properties: user,
                 content_type,
                 ..Default::default()
-            }
-        })
+            },
+        )
 }
 
 fn publish_properties() -> impl Strategy<Value = PublishProperties> {
@@ -126,19 +126,22 @@ fn connect_properties() -> impl Strategy<Value = ConnectProperties> {
         of(text()),
         of(binary()),
     )
-        .prop_map(|(expiry, receive, size, aliases, response, problem, user, method, data)| {
-            ConnectProperties {
-                session_expiry_interval: expiry,
-                receive_maximum: receive,
-                maximum_packet_size: size,
-                topic_alias_maximum: aliases,
-                request_response_information: response,
-                request_problem_information: problem,
-                user_properties: user,
-                authentication_method: method,
-                authentication_data: data,
-            }
-        })
+        .prop_map(
+            |(expiry, receive, size, aliases, response, problem, user, method, data)| {
+                ConnectProperties {
+                    session_expiry_interval: expiry,
+                    receive_maximum: receive,
+                    maximum_packet_size: size,
+                    topic_alias_maximum: aliases,
+                    request_response_information: response,
+                    request_problem_information: problem,
+                    user_properties: user,
+                    // Authentication Data needs a method (§3.1.2.11.10).
+                    authentication_data: data.filter(|_| method.is_some()),
+                    authentication_method: method,
+                }
+            },
+        )
 }
 
 fn will(v5: bool) -> impl Strategy<Value = Will> {
@@ -150,14 +153,16 @@ fn will(v5: bool) -> impl Strategy<Value = Will> {
         v5_only(v5, any::<u32>()),
         v5_only(v5, message_properties()),
     )
-        .prop_map(|(topic, payload, qos, retain, delay_interval, properties)| Will {
-            topic,
-            payload,
-            qos,
-            retain,
-            delay_interval,
-            properties,
-        })
+        .prop_map(
+            |(topic, payload, qos, retain, delay_interval, properties)| Will {
+                topic,
+                payload,
+                qos,
+                retain,
+                delay_interval,
+                properties,
+            },
+        )
 }
 
 fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -171,20 +176,22 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         of(will(v5)),
         v5_only(v5, connect_properties()),
     )
-        .prop_map(move |(client_id, clean_start, keep_alive, username, password, will, properties)| {
-            // Before MQTT 5 a password needs a user name.
-            let password = password.filter(|_| v5 || username.is_some());
-            Packet::Connect(Box::new(Connect {
-                version,
-                client_id,
-                clean_start,
-                keep_alive,
-                username,
-                password,
-                will,
-                properties,
-            }))
-        })
+        .prop_map(
+            move |(client_id, clean_start, keep_alive, username, password, will, properties)| {
+                // Before MQTT 5 a password needs a user name.
+                let password = password.filter(|_| v5 || username.is_some());
+                Packet::Connect(Box::new(Connect {
+                    version,
+                    client_id,
+                    clean_start,
+                    keep_alive,
+                    username,
+                    password,
+                    will,
+                    properties,
+                }))
+            },
+        )
 }
 
 fn connack_properties() -> impl Strategy<Value = ConnAckProperties> {
@@ -242,21 +249,18 @@ fn connack(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     };
     // MQTT 3.1 has no Session Present flag.
     let session_present = version != ProtocolVersion::V31;
-    (
-        any::<bool>(),
-        code,
-        v5_only(v5, connack_properties()),
-    )
-        .prop_map(move |(present, code, properties)| {
+    (any::<bool>(), code, v5_only(v5, connack_properties())).prop_map(
+        move |(present, code, properties)| {
             Packet::ConnAck(ConnAck {
                 session_present: present && session_present,
                 code,
                 properties,
             })
-        })
+        },
+    )
 }
 
-fn publish(v5: bool) -> impl Strategy<Value = Packet> {
+pub(super) fn publish(v5: bool) -> impl Strategy<Value = Packet> {
     (
         any::<bool>(),
         qos(),
@@ -266,18 +270,20 @@ fn publish(v5: bool) -> impl Strategy<Value = Packet> {
         vec(any::<u8>(), 0..64),
         v5_only(v5, publish_properties()),
     )
-        .prop_map(|(dup, qos, retain, topic, packet_id, payload, properties)| {
-            let qos0 = qos == QoS::AtMostOnce;
-            Packet::Publish(Publish {
-                dup: dup && !qos0,
-                qos,
-                retain,
-                topic,
-                packet_id: if qos0 { 0 } else { packet_id },
-                payload: payload.into(),
-                properties,
-            })
-        })
+        .prop_map(
+            |(dup, qos, retain, topic, packet_id, payload, properties)| {
+                let qos0 = qos == QoS::AtMostOnce;
+                Packet::Publish(Publish {
+                    dup: dup && !qos0,
+                    qos,
+                    retain,
+                    topic,
+                    packet_id: if qos0 { 0 } else { packet_id },
+                    payload: payload.into(),
+                    properties,
+                })
+            },
+        )
 }
 
 fn pub_resp(v5: bool, reasons: &'static [u8]) -> impl Strategy<Value = PubResp> {
@@ -303,14 +309,14 @@ fn subscription_options(v5: bool) -> BoxedStrategy<SubscriptionOptions> {
             .boxed();
     }
     (qos(), any::<bool>(), any::<bool>(), 0..=2u8)
-        .prop_map(|(qos, no_local, retain_as_published, retain_handling)| {
-            SubscriptionOptions {
+        .prop_map(
+            |(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
                 qos,
                 no_local,
                 retain_as_published,
                 retain_handling,
-            }
-        })
+            },
+        )
         .boxed()
 }
 

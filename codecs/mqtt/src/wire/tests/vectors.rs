@@ -144,7 +144,8 @@ fn v5_publish_qos1() -> Packet {
     })
 }
 
-const V5_PUBLISH_QOS1: &[u8] = b"\x32\x14\x00\x03a/b\x00\x0a\x0a\x01\x01\x02\x00\x00\x00\x3c\x23\x00\x03hi";
+const V5_PUBLISH_QOS1: &[u8] =
+    b"\x32\x14\x00\x03a/b\x00\x0a\x0a\x01\x01\x02\x00\x00\x00\x3c\x23\x00\x03hi";
 
 #[test]
 fn v5_publish_qos1_with_properties_round_trips_byte_exact() {
@@ -167,7 +168,10 @@ fn publish_payload_shares_the_read_buffer() {
     let Some(Packet::Publish(p)) = decode(&mut buf, V5, 1024).expect("valid") else {
         panic!("expected a PUBLISH");
     };
-    assert_eq!(p.payload.as_ptr() as usize, start + V5_PUBLISH_QOS1.len() - 2);
+    assert_eq!(
+        p.payload.as_ptr() as usize,
+        start + V5_PUBLISH_QOS1.len() - 2
+    );
 }
 
 #[test]
@@ -299,10 +303,7 @@ fn v5_disconnect_session_taken_over_decodes_as_a_broker_sends_it() {
 
 #[test]
 fn v5_auth_with_remaining_length_0_is_success() {
-    assert_eq!(
-        decode_whole(b"\xf0\x00", V5),
-        Packet::Auth(Auth::default())
-    );
+    assert_eq!(decode_whole(b"\xf0\x00", V5), Packet::Auth(Auth::default()));
 }
 
 #[test]
@@ -354,5 +355,8 @@ fn decode_error_reason_codes_follow_mqtt5() {
     assert_eq!(DecodeError::Protocol("x").reason_code(), 0x82);
     let too_large = DecodeError::PacketTooLarge { size: 2, max: 1 };
     assert_eq!(too_large.reason_code(), 0x95);
-    assert_eq!(DecodeError::UnsupportedProtocolVersion(6).reason_code(), 0x84);
+    assert_eq!(
+        DecodeError::UnsupportedProtocolVersion(6).reason_code(),
+        0x84
+    );
 }

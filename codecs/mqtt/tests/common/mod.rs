@@ -1,0 +1,167 @@
+//! An MQTT front end on a free loopback port, over in-memory storage, for integration tests;
+//! and a raw client speaking our own codec, for what client libraries cannot be made to do.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_memory::MemoryStorage;
+use switchboard_mqtt::broker::{Broker, MqttSettings};
+use switchboard_mqtt::conn::{Transport, serve_listener};
+use switchboard_mqtt::wire::{self, Connect, ConnectProperties, Packet, ProtocolVersion};
+use switchboard_router::{MetaStore, Router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a test waits for anything before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    pub router: Arc<Router>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(MqttSettings::default()).await
+    }
+
+    pub async fn start_with(settings: MqttSettings) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = MetaStore::open(dir.path()).await.expect("meta store");
+        let router = Router::new(meta, Arc::new(MemoryStorage::new()));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let broker = Broker::start(router.clone(), settings, cancel.clone(), tracker.clone())
+            .await
+            .expect("broker starts");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve_listener(
+            broker.clone(),
+            listener,
+            Transport::Tcp,
+            1000,
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let ws = TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+        let ws_addr = ws.local_addr().expect("ws addr");
+        let transport = Transport::WebSocket {
+            path: "/mqtt".into(),
+        };
+        tokio::spawn(serve_listener(
+            broker.clone(),
+            ws,
+            transport,
+            1000,
+            cancel.clone(),
+            tracker,
+        ));
+        Self {
+            addr,
+            ws_addr,
+            broker,
+            router,
+            cancel,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A hand-driven MQTT client over our own codec.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects with CONNECT built from `connect`, returning the CONNACK.
+    pub async fn connect(addr: SocketAddr, connect: Connect) -> (Self, wire::ConnAck) {
+        let mut c = Self::open(addr, connect.version).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(a)) => (c, a),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, p: &Packet) {
+        let mut out = BytesMut::new();
+        wire::encode(p, self.version, &mut out);
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next packet, or `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .expect("a packet or close in time")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = wire::decode(&mut self.buf, self.version, usize::MAX)
+                .expect("server sends valid packets")
+            {
+                return Some(p);
+            }
+            self.buf.reserve(4096);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection, returning the packets it sent before.
+    pub async fn until_closed(&mut self) -> Vec<Packet> {
+        let mut got = Vec::new();
+        while let Some(p) = self.recv().await {
+            got.push(p);
+        }
+        got
+    }
+}
+
+pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
+    Connect {
+        version,
+        client_id: client_id.into(),
+        clean_start,
+        keep_alive: 60,
+        username: None,
+        password: None,
+        will: None,
+        properties: ConnectProperties::default(),
+    }
+}

@@ -1,0 +1,451 @@
+//! Protocol rules checked packet by packet with a hand-driven client: flows that client
+//! libraries hide (QoS 2 across a reconnect, keep-alive, bad input, MQTT 5 reason codes).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{RawClient, TestServer, connect_packet};
+use switchboard_mqtt::broker::MqttSettings;
+use switchboard_mqtt::wire::{
+    Disconnect, Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, Subscribe,
+    SubscriptionOptions, reason,
+};
+
+fn subscribe(packet_id: u16, filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        filters: vec![(
+            filter.into(),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+        properties: Default::default(),
+    })
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        qos,
+        topic: topic.into(),
+        packet_id,
+        payload: Bytes::from_static(payload),
+        ..Default::default()
+    })
+}
+
+fn resp(packet_id: u16) -> PubResp {
+    PubResp {
+        packet_id,
+        ..Default::default()
+    }
+}
+
+async fn subscribed(
+    server: &TestServer,
+    v: ProtocolVersion,
+    id: &str,
+    clean: bool,
+    filter: &str,
+    qos: QoS,
+) -> RawClient {
+    let (mut c, ack) = RawClient::connect(server.addr, connect_packet(v, id, clean)).await;
+    assert_eq!(ack.code, reason::SUCCESS);
+    c.send(&subscribe(1, filter, qos)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c
+}
+
+/// Publishes at QoS 1 from a fresh client and waits for PUBACK.
+async fn publish_acked(server: &TestServer, topic: &str, payload: &'static [u8]) {
+    let (mut p, _) =
+        RawClient::connect(server.addr, connect_packet(ProtocolVersion::V311, "", true)).await;
+    p.send(&publish(topic, QoS::AtLeastOnce, 7, payload)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubAck(a)) if a.packet_id == 7));
+}
+
+/// Publishes at QoS 2 from a fresh client, through PUBREC, PUBREL and PUBCOMP.
+async fn publish_exactly_once(server: &TestServer, topic: &str, payload: &'static [u8]) {
+    let (mut p, _) =
+        RawClient::connect(server.addr, connect_packet(ProtocolVersion::V311, "", true)).await;
+    p.send(&publish(topic, QoS::ExactlyOnce, 8, payload)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(a)) if a.packet_id == 8));
+    p.send(&Packet::PubRel(resp(8))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(a)) if a.packet_id == 8));
+}
+
+#[tokio::test]
+async fn qos2_message_is_delivered_once_after_reconnect() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let mut c = RawClient::connect(server.addr, {
+        let mut p = connect_packet(v, "q2", false);
+        p.properties.session_expiry_interval = Some(300);
+        p
+    })
+    .await
+    .0;
+    c.send(&subscribe(1, "exact", QoS::ExactlyOnce)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    publish_exactly_once(&server, "exact", b"once").await;
+
+    // Receive it, acknowledge with PUBREC, and drop the connection before PUBREL.
+    let Some(Packet::Publish(p)) = c.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!(
+        (p.qos, p.payload.as_ref()),
+        (QoS::ExactlyOnce, &b"once"[..])
+    );
+    c.send(&Packet::PubRec(resp(p.packet_id))).await;
+    assert!(matches!(c.recv().await, Some(Packet::PubRel(r)) if r.packet_id == p.packet_id));
+    drop(c);
+
+    // On reconnect the server resumes with PUBREL, never the PUBLISH again.
+    let (mut c, ack) = RawClient::connect(server.addr, connect_packet(v, "q2", false)).await;
+    assert!(ack.session_present);
+    let Some(Packet::PubRel(r)) = c.recv().await else {
+        panic!("expected PUBREL")
+    };
+    assert_eq!(r.packet_id, p.packet_id);
+    c.send(&Packet::PubComp(resp(r.packet_id))).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_is_resent_with_dup_on_reconnect() {
+    let server = TestServer::start().await;
+    let mut c = subscribed(
+        &server,
+        ProtocolVersion::V311,
+        "dup",
+        false,
+        "d",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    publish_acked(&server, "d", b"m").await;
+    let Some(Packet::Publish(first)) = c.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    assert!(!first.dup);
+    drop(c);
+    let (mut c, ack) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V311, "dup", false),
+    )
+    .await;
+    assert!(ack.session_present);
+    let Some(Packet::Publish(again)) = c.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    assert!(again.dup);
+    assert_eq!(
+        (again.packet_id, again.payload),
+        (first.packet_id, first.payload)
+    );
+}
+
+#[tokio::test]
+async fn incoming_qos2_is_stored_once_even_when_resent() {
+    let server = TestServer::start().await;
+    let mut sub = subscribed(
+        &server,
+        ProtocolVersion::V311,
+        "s",
+        true,
+        "x",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let (mut p, _) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V311, "p", true),
+    )
+    .await;
+    p.send(&publish("x", QoS::ExactlyOnce, 9, b"one")).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 9));
+    // The client did not see PUBREC (say) and sends the PUBLISH again with DUP.
+    let Packet::Publish(mut again) = publish("x", QoS::ExactlyOnce, 9, b"one") else {
+        unreachable!()
+    };
+    again.dup = true;
+    p.send(&Packet::Publish(again)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 9));
+    p.send(&Packet::PubRel(resp(9))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(r)) if r.packet_id == 9));
+    let Some(Packet::Publish(got)) = sub.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    sub.send(&Packet::PubAck(resp(got.packet_id))).await;
+    sub.send(&Packet::PingReq).await;
+    // Only PINGRESP follows: no second copy.
+    assert_eq!(sub.recv().await, Some(Packet::PingResp));
+}
+
+#[tokio::test]
+async fn silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
+    let server = TestServer::start().await;
+    let mut connect = connect_packet(ProtocolVersion::V5, "sleepy", true);
+    connect.keep_alive = 1;
+    let (mut c, _) = RawClient::connect(server.addr, connect).await;
+    let started = tokio::time::Instant::now();
+    let got = c.until_closed().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after {waited:?}"
+    );
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::KEEP_ALIVE_TIMEOUT),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn first_packet_other_than_connect_closes_the_connection() {
+    let server = TestServer::start().await;
+    let mut c = RawClient::open(server.addr, ProtocolVersion::V311).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.until_closed().await, vec![]);
+}
+
+#[tokio::test]
+async fn malformed_packet_gets_reason_0x81_and_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let (mut c, _) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V5, "bad", true),
+    )
+    .await;
+    // PUBLISH with QoS 3, which does not exist.
+    c.send_raw(&[0x36, 0x03, 0x00, 0x01, b'a']).await;
+    let got = c.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::MALFORMED_PACKET),
+        "{got:?}"
+    );
+    publish_acked(&server, "still/alive", b"yes").await;
+}
+
+#[tokio::test]
+async fn oversized_packet_gets_reason_0x95() {
+    let settings = MqttSettings {
+        max_packet_size: 1024,
+        ..Default::default()
+    };
+    let server = TestServer::start_with(settings).await;
+    let (mut c, ack) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V5, "big", true),
+    )
+    .await;
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024));
+    c.send(&Packet::Publish(Publish {
+        topic: "t".into(),
+        payload: Bytes::from(vec![0u8; 2000]),
+        ..Default::default()
+    }))
+    .await;
+    let got = c.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::PACKET_TOO_LARGE),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn wildcard_in_a_publish_topic_is_refused() {
+    let server = TestServer::start().await;
+    let (mut c, _) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V5, "wild", true),
+    )
+    .await;
+    c.send(&publish("a/+", QoS::AtMostOnce, 0, b"x")).await;
+    let got = c.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::TOPIC_NAME_INVALID),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_protocol_level_is_refused_with_connack() {
+    let server = TestServer::start().await;
+    let mut c = RawClient::open(server.addr, ProtocolVersion::V311).await;
+    // CONNECT, protocol name "MQTT", level 6.
+    c.send_raw(&[
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x3c, 0x00, 0x01, b'c',
+    ])
+    .await;
+    let got = c.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.code == reason::v3::UNACCEPTABLE_PROTOCOL_VERSION),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn v5_properties_reach_the_subscriber_intact() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let mut sub = subscribed(&server, v, "props-sub", true, "rpc/#", QoS::AtLeastOnce).await;
+    let (mut p, _) = RawClient::connect(server.addr, connect_packet(v, "props-pub", true)).await;
+    let properties = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(120),
+        response_topic: Some("rpc/reply".into()),
+        correlation_data: Some(Bytes::from_static(&[1, 2, 3])),
+        user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        content_type: Some("application/json".into()),
+        ..Default::default()
+    };
+    p.send(&Packet::Publish(Publish {
+        qos: QoS::AtLeastOnce,
+        topic: "rpc/call".into(),
+        packet_id: 1,
+        payload: Bytes::from_static(b"{}"),
+        properties: properties.clone(),
+        ..Default::default()
+    }))
+    .await;
+    let Some(Packet::Publish(got)) = sub.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    let expiry = got.properties.message_expiry_interval.expect("expiry kept");
+    assert!((119..=120).contains(&expiry), "{expiry}");
+    let expected = PublishProperties {
+        message_expiry_interval: got.properties.message_expiry_interval,
+        ..properties
+    };
+    assert_eq!(
+        got.properties,
+        PublishProperties {
+            topic_alias: None,
+            ..expected.clone()
+        }
+    );
+}
+
+#[tokio::test]
+async fn topic_alias_from_the_client_is_resolved() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let mut sub = subscribed(
+        &server,
+        v,
+        "alias-sub",
+        true,
+        "long/topic/name",
+        QoS::AtMostOnce,
+    )
+    .await;
+    let (mut p, _) = RawClient::connect(server.addr, connect_packet(v, "alias-pub", true)).await;
+    let with_alias = |topic: &str, payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            topic: topic.into(),
+            payload: Bytes::from_static(payload),
+            properties: PublishProperties {
+                topic_alias: Some(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    };
+    p.send(&with_alias("long/topic/name", b"1")).await;
+    p.send(&with_alias("", b"2")).await;
+    for payload in [b"1", b"2"] {
+        let Some(Packet::Publish(got)) = sub.recv().await else {
+            panic!("expected PUBLISH")
+        };
+        assert_eq!(
+            (got.topic.as_str(), got.payload.as_ref()),
+            ("long/topic/name", &payload[..])
+        );
+    }
+    // An alias never set is a protocol error.
+    p.send(&Packet::Publish(Publish {
+        properties: PublishProperties {
+            topic_alias: Some(9),
+            ..Default::default()
+        },
+        ..Default::default()
+    }))
+    .await;
+    let got = p.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::PROTOCOL_ERROR),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn shared_subscription_spreads_messages_across_members() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let mut a = subscribed(
+        &server,
+        v,
+        "member-a",
+        true,
+        "$share/workers/tasks",
+        QoS::AtMostOnce,
+    )
+    .await;
+    let mut b = subscribed(
+        &server,
+        v,
+        "member-b",
+        true,
+        "$share/workers/tasks",
+        QoS::AtMostOnce,
+    )
+    .await;
+    let (mut p, _) = RawClient::connect(server.addr, connect_packet(v, "boss", true)).await;
+    for _ in 0..10 {
+        p.send(&publish("tasks", QoS::AtMostOnce, 0, b"t")).await;
+    }
+    p.send(&Packet::Disconnect(Disconnect::default())).await;
+    let (mut got_a, mut got_b) = (0, 0);
+    for _ in 0..10 {
+        tokio::select! {
+            Some(Packet::Publish(_)) = a.recv() => got_a += 1,
+            Some(Packet::Publish(_)) = b.recv() => got_b += 1,
+        }
+    }
+    assert_eq!(got_a + got_b, 10);
+    assert!(got_a > 0 && got_b > 0, "a got {got_a}, b got {got_b}");
+}
+
+#[tokio::test]
+async fn no_local_skips_the_publishers_own_messages() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let (mut c, _) = RawClient::connect(server.addr, connect_packet(v, "echo", true)).await;
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            "chat/local".into(),
+            SubscriptionOptions {
+                qos: QoS::AtMostOnce,
+                no_local: true,
+                ..Default::default()
+            },
+        )],
+        properties: Default::default(),
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.send(&publish("chat/local", QoS::AtMostOnce, 0, b"mine"))
+        .await;
+    publish_acked(&server, "chat/local", b"theirs").await;
+    let Some(Packet::Publish(got)) = c.recv().await else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!(got.payload.as_ref(), b"theirs");
+}
