@@ -136,7 +136,10 @@ impl Broker {
         // `live` stays set until the session is parked: a connection taking over meanwhile
         // waits on `closed` instead of finding neither a live connection nor a parked state.
         if state.expiry_interval == 0 {
-            self.end_session(&shared, &state);
+            // A connection taking over holds the connect lock and will reuse this entry; the
+            // registry must keep pointing at it.
+            let taken_over = shared.connect_lock.try_lock().is_err();
+            self.end_session(&shared, &state, !taken_over);
         } else {
             self.store_session(&shared, &state).await;
             let expiry = state.expiry_interval;
@@ -158,10 +161,14 @@ impl Broker {
         live.closed.cancel();
     }
 
-    /// Removes a session that has ended: its subscriptions, queue and registry entry.
-    fn end_session(&self, shared: &Arc<SessionShared>, state: &SessionState) {
+    /// Removes a session that has ended: its subscriptions, queue and (with `unregister`)
+    /// registry entry.
+    fn end_session(&self, shared: &Arc<SessionShared>, state: &SessionState, unregister: bool) {
         self.drop_subscriptions(shared, state);
         shared.clear_outbox();
+        if !unregister {
+            return;
+        }
         let mut sessions = lock(&self.sessions);
         if sessions
             .get(&shared.client_id)
@@ -198,7 +205,7 @@ impl Broker {
                 return;
             };
             tracing::debug!(client_id = %shared.client_id, "session expired");
-            broker.end_session(&shared, &state);
+            broker.end_session(&shared, &state, true);
             broker.forget_stored(&shared.client_id).await;
         });
     }

@@ -20,8 +20,9 @@ use super::{
 /// Appends `packet` to `out` as `version` lays it out.
 ///
 /// What a level cannot carry is left out: 3.1 / 3.1.1 get no properties and no reason codes on
-/// acknowledgements or DISCONNECT, and SUBACK failure codes become 0x80. A CONNECT is written
-/// for its own `version` field, whatever `version` says.
+/// acknowledgements or DISCONNECT, SUBACK failure codes become 0x80, and 3.1 gets no CONNACK
+/// Session Present flag (that byte is reserved in 3.1). DUP is never set on QoS 0. A CONNECT
+/// is written for its own `version` field, whatever `version` says.
 ///
 /// The caller keeps packets within what the wire can express, as decoded packets always are:
 /// strings and binary fields of at most 65,535 bytes and a remaining length of at most
