@@ -257,13 +257,19 @@ impl Config {
             return Err((key, "must not be zero".into()));
         }
         if mqtt.max_packet_size.bytes() > 268_435_455 {
-            return Err(("mqtt.max_packet_size", "must be at most 268435455 bytes, the largest MQTT packet".into()));
+            return Err((
+                "mqtt.max_packet_size",
+                "must be at most 268435455 bytes, the largest MQTT packet".into(),
+            ));
         }
         if mqtt.max_keep_alive.get().as_secs() > u64::from(u16::MAX) {
             return Err(("mqtt.max_keep_alive", "must be at most 65535s".into()));
         }
         if !mqtt.ws_path.starts_with('/') {
-            return Err(("mqtt.ws_path", format!("{:?} must start with '/'", mqtt.ws_path)));
+            return Err((
+                "mqtt.ws_path",
+                format!("{:?} must start with '/'", mqtt.ws_path),
+            ));
         }
         if kafka.group_min_session_timeout > kafka.group_max_session_timeout {
             return Err((

@@ -332,7 +332,10 @@ fn an_unknown_key_in_the_file_is_named_with_a_suggestion() {
 fn users_are_names_chosen_by_the_operator() {
     let file = config_file("[users]\nalice = \"secret\"\n");
     let config = load(Some(file.path()), env(&[]), &sets(&["users.bob=hunter2"])).unwrap();
-    assert_eq!(config.users.get("alice").map(String::as_str), Some("secret"));
+    assert_eq!(
+        config.users.get("alice").map(String::as_str),
+        Some("secret")
+    );
     assert_eq!(config.users.get("bob").map(String::as_str), Some("hunter2"));
     let err = load_err(None, &[], &["users.a.b=x"]);
     assert!(err.to_string().contains("users.a.b"), "{err}");

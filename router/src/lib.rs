@@ -356,8 +356,11 @@ impl Router {
 
     /// Every entry of a metadata space.
     pub fn space(&self, space: &str) -> Vec<(String, Vec<u8>)> {
-        self.meta
-            .read(|t| t.space(space).map(|(k, v)| (k.clone(), v.clone())).collect())
+        self.meta.read(|t| {
+            t.space(space)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 
     /// Makes everything acknowledged durable; called on shutdown.

@@ -15,6 +15,7 @@ use switchboard_kafka::{
 use switchboard_model::StreamName;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::Transport;
+use switchboard_mqtt::metrics::MqttMetrics;
 use switchboard_router::{MetaStore, RetentionDefaults, Router, spawn_retention};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -172,6 +173,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         let broker = Broker::start(
             router.clone(),
             mqtt_settings(&config)?,
+            MqttMetrics::new(&registry).context("registering mqtt metrics")?,
             cancel.clone(),
             tracker.clone(),
         )
@@ -232,7 +234,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
     let m = &config.mqtt;
     let stream = |name: &str, key: &str| {
-        StreamName::new(name).map_err(|e| anyhow::anyhow!("{key}: {name:?} is not a valid stream name: {e}"))
+        StreamName::new(name)
+            .map_err(|e| anyhow::anyhow!("{key}: {name:?} is not a valid stream name: {e}"))
     };
     let mut routes = Vec::new();
     for r in &m.routes {
@@ -242,16 +245,19 @@ fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
     }
     Ok(MqttSettings {
         allow_anonymous: m.allow_anonymous,
-        users: config.users.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        users: config
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         max_packet_size: u32::try_from(m.max_packet_size.bytes()).unwrap_or(u32::MAX),
         receive_maximum: m.receive_maximum,
         max_keep_alive: u16::try_from(m.max_keep_alive.0.as_secs()).unwrap_or(u16::MAX),
         topic_alias_maximum: m.topic_alias_maximum,
         max_queued_messages: m.max_queued_messages,
-        max_session_expiry: m
-            .max_session_expiry
-            .get()
-            .map_or(u32::MAX, |d| u32::try_from(d.0.as_secs()).unwrap_or(u32::MAX)),
+        max_session_expiry: m.max_session_expiry.get().map_or(u32::MAX, |d| {
+            u32::try_from(d.0.as_secs()).unwrap_or(u32::MAX)
+        }),
         connect_timeout: m.connect_timeout.0,
         default_stream: stream(&m.default_stream, "mqtt.default_stream")?,
         stream_partitions: m.stream_partitions,

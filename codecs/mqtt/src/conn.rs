@@ -100,6 +100,8 @@ async fn accept_websocket(
     path: &str,
 ) -> Result<WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
     let path = path.to_owned();
+    // The signature is tungstenite's callback type; its error is a whole HTTP response.
+    #[allow(clippy::result_large_err)]
     let check = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() != path {
             let mut not_found = ErrorResponse::new(Some("no MQTT endpoint at this path".into()));
@@ -244,6 +246,7 @@ async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
         Ok(s) => s,
         Err(refused) => {
             tracing::info!(client_id, why = refused.why, "connection refused");
+            broker.metrics.connections_refused.inc();
             let mut out = BytesMut::new();
             wire::encode(&Packet::ConnAck(refused.connack), refused.version, &mut out);
             let _ = io.write_all(&out).await;
@@ -252,8 +255,11 @@ async fn serve_connection(broker: &Arc<Broker>, mut io: Io) {
         }
     };
     tracing::debug!(client_id = session.client_id(), version = ?session.version(), "connected");
+    broker.metrics.connections.inc();
     let ending = run(&mut session, &mut io, buf, max).await;
+    broker.metrics.connections.dec();
     if let Ending::Server { reason, why } = &ending {
+        broker.metrics.closed_by_server.inc();
         tracing::info!(
             client_id = session.client_id(),
             reason,

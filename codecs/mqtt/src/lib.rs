@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod conn;
 pub mod mapping;
+pub mod metrics;
 pub mod session;
 pub mod topic;
 pub mod wire;

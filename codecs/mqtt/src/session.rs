@@ -630,6 +630,7 @@ impl Session {
             return;
         };
         self.send(&Packet::Publish(p));
+        self.broker.metrics.messages_delivered.inc();
         if d.qos != QoS::AtMostOnce {
             self.state.inflight.insert(
                 pid,

@@ -458,10 +458,18 @@ async fn a_session_that_took_over_a_clean_one_can_itself_be_taken_over() {
     let mut second = subscribed(&server, v, "chain", false, "chain/t", QoS::AtLeastOnce).await;
     assert_eq!(first.until_closed().await, vec![]);
     publish_acked(&server, "chain/t", b"to-second").await;
-    let Some(Packet::Publish(got)) = second.recv().await else { panic!("expected PUBLISH") };
+    let Some(Packet::Publish(got)) = second.recv().await else {
+        panic!("expected PUBLISH")
+    };
     assert_eq!(got.payload.as_ref(), b"to-second");
     // A third connection finds the second one in the registry and takes over from it.
     let (_third, ack) = RawClient::connect(server.addr, connect_packet(v, "chain", false)).await;
     assert!(ack.session_present);
-    assert!(second.until_closed().await.iter().all(|p| matches!(p, Packet::Publish(_))));
+    assert!(
+        second
+            .until_closed()
+            .await
+            .iter()
+            .all(|p| matches!(p, Packet::Publish(_)))
+    );
 }

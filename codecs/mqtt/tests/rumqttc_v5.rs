@@ -33,15 +33,26 @@ async fn connect(options: MqttOptions) -> Client {
     let (ptx, publishes) = mpsc::unbounded_channel();
     let (etx, mut events) = mpsc::unbounded_channel();
     let task = tokio::spawn(drive(eventloop, ptx, etx));
-    let first = tokio::time::timeout(WAIT, events.recv()).await.expect("connack in time");
+    let first = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("connack in time");
     match first {
         Some(Packet::ConnAck(a)) => assert_eq!(a.code, ConnectReturnCode::Success),
         other => panic!("expected CONNACK, got {other:?}"),
     }
-    Client { client, publishes, events, task }
+    Client {
+        client,
+        publishes,
+        events,
+        task,
+    }
 }
 
-async fn drive(mut eventloop: EventLoop, publishes: mpsc::UnboundedSender<Publish>, events: mpsc::UnboundedSender<Packet>) {
+async fn drive(
+    mut eventloop: EventLoop,
+    publishes: mpsc::UnboundedSender<Publish>,
+    events: mpsc::UnboundedSender<Packet>,
+) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -58,7 +69,10 @@ async fn drive(mut eventloop: EventLoop, publishes: mpsc::UnboundedSender<Publis
 
 impl Client {
     async fn next(&mut self) -> Publish {
-        tokio::time::timeout(WAIT, self.publishes.recv()).await.expect("a publish in time").expect("event loop alive")
+        tokio::time::timeout(WAIT, self.publishes.recv())
+            .await
+            .expect("a publish in time")
+            .expect("event loop alive")
     }
 
     async fn wait_for(&mut self, what: &str, f: impl Fn(&Packet) -> bool) -> Packet {
@@ -75,19 +89,37 @@ impl Client {
 
     async fn subscribe(&mut self, filter: Filter, properties: Option<SubscribeProperties>) {
         match properties {
-            Some(p) => self.client.subscribe_many_with_properties([filter], p).await,
+            Some(p) => {
+                self.client
+                    .subscribe_many_with_properties([filter], p)
+                    .await
+            }
             None => self.client.subscribe_many([filter]).await,
         }
         .expect("subscribe");
-        self.wait_for("SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+        self.wait_for("SUBACK", |p| matches!(p, Packet::SubAck(_)))
+            .await;
     }
 
-    async fn publish_acked(&mut self, topic: &str, retain: bool, payload: &str, properties: PublishProperties) {
+    async fn publish_acked(
+        &mut self,
+        topic: &str,
+        retain: bool,
+        payload: &str,
+        properties: PublishProperties,
+    ) {
         self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, retain, payload.to_owned(), properties)
+            .publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                retain,
+                payload.to_owned(),
+                properties,
+            )
             .await
             .expect("publish");
-        self.wait_for("PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+        self.wait_for("PUBACK", |p| matches!(p, Packet::PubAck(_)))
+            .await;
     }
 
     async fn nothing_within(&mut self, d: Duration) {
@@ -104,7 +136,8 @@ async fn session_expiry_keeps_a_session_until_it_runs_out() {
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(1));
     let mut c = connect(o.clone()).await;
-    c.subscribe(Filter::new("exp/t", QoS::AtLeastOnce), None).await;
+    c.subscribe(Filter::new("exp/t", QoS::AtLeastOnce), None)
+        .await;
     c.client.disconnect().await.expect("disconnect");
     let _ = tokio::time::timeout(WAIT, c.task).await;
     // Within the interval the session is still there...
@@ -114,24 +147,39 @@ async fn session_expiry_keeps_a_session_until_it_runs_out() {
     // ...and after it, it is gone: publishes for it are not kept.
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let mut publisher = connect(options(&server, "p")).await;
-    publisher.publish_acked("exp/t", false, "late", PublishProperties::default()).await;
+    publisher
+        .publish_acked("exp/t", false, "late", PublishProperties::default())
+        .await;
     let mut last = connect(o).await;
     last.nothing_within(Duration::from_millis(300)).await;
-    assert_eq!(server.broker.session_count(), 2, "only the two live clients keep sessions");
+    assert_eq!(
+        server.broker.session_count(),
+        2,
+        "only the two live clients keep sessions"
+    );
 }
 
 #[tokio::test]
 async fn subscription_identifiers_and_retain_handling() {
     let server = TestServer::start().await;
     let mut publisher = connect(options(&server, "p")).await;
-    publisher.publish_acked("cfg/a", true, "v1", PublishProperties::default()).await;
+    publisher
+        .publish_acked("cfg/a", true, "v1", PublishProperties::default())
+        .await;
 
     let mut c = connect(options(&server, "c")).await;
-    let props = SubscribeProperties { id: Some(42), user_properties: vec![] };
-    c.subscribe(Filter::new("cfg/+", QoS::AtLeastOnce), Some(props)).await;
+    let props = SubscribeProperties {
+        id: Some(42),
+        user_properties: vec![],
+    };
+    c.subscribe(Filter::new("cfg/+", QoS::AtLeastOnce), Some(props))
+        .await;
     let retained = c.next().await;
     assert!(retained.retain);
-    assert_eq!(retained.properties.map(|p| p.subscription_identifiers), Some(vec![42]));
+    assert_eq!(
+        retained.properties.map(|p| p.subscription_identifiers),
+        Some(vec![42])
+    );
 
     // Retain Handling 2: no retained messages at subscribe time.
     let mut never = connect(options(&server, "never")).await;
@@ -149,9 +197,13 @@ async fn retain_as_published_keeps_the_flag_on_live_messages() {
     f.preserve_retain = true;
     keep.subscribe(f, None).await;
     let mut plain = connect(options(&server, "plain")).await;
-    plain.subscribe(Filter::new("rap/x", QoS::AtLeastOnce), None).await;
+    plain
+        .subscribe(Filter::new("rap/x", QoS::AtLeastOnce), None)
+        .await;
     let mut publisher = connect(options(&server, "p")).await;
-    publisher.publish_acked("rap/x", true, "r", PublishProperties::default()).await;
+    publisher
+        .publish_acked("rap/x", true, "r", PublishProperties::default())
+        .await;
     assert!(keep.next().await.retain);
     assert!(!plain.next().await.retain);
 }
@@ -160,11 +212,17 @@ async fn retain_as_published_keeps_the_flag_on_live_messages() {
 async fn expired_retained_message_is_not_delivered() {
     let server = TestServer::start().await;
     let mut publisher = connect(options(&server, "p")).await;
-    let props = PublishProperties { message_expiry_interval: Some(1), ..Default::default() };
-    publisher.publish_acked("short/lived", true, "soon gone", props).await;
+    let props = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publisher
+        .publish_acked("short/lived", true, "soon gone", props)
+        .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut c = connect(options(&server, "c")).await;
-    c.subscribe(Filter::new("short/lived", QoS::AtLeastOnce), None).await;
+    c.subscribe(Filter::new("short/lived", QoS::AtLeastOnce), None)
+        .await;
     c.nothing_within(Duration::from_millis(300)).await;
 }
 
@@ -172,7 +230,9 @@ async fn expired_retained_message_is_not_delivered() {
 async fn will_delay_is_cancelled_by_a_reconnect() {
     let server = TestServer::start().await;
     let mut watcher = connect(options(&server, "watcher")).await;
-    watcher.subscribe(Filter::new("will/#", QoS::AtLeastOnce), None).await;
+    watcher
+        .subscribe(Filter::new("will/#", QoS::AtLeastOnce), None)
+        .await;
     let mut o = options(&server, "flaky");
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(60));
@@ -185,7 +245,13 @@ async fn will_delay_is_cancelled_by_a_reconnect() {
         correlation_data: None,
         user_properties: vec![],
     };
-    o.set_last_will(LastWill::new("will/flaky", "down", QoS::AtLeastOnce, false, Some(props)));
+    o.set_last_will(LastWill::new(
+        "will/flaky",
+        "down",
+        QoS::AtLeastOnce,
+        false,
+        Some(props),
+    ));
     let c = connect(o.clone()).await;
     c.task.abort();
     // Back within the delay: the will must never be published.
@@ -207,15 +273,24 @@ async fn anonymous_clients_are_refused_when_disabled() {
     let server = TestServer::start_with(settings).await;
     for (creds, expected) in [
         (None, ConnectReturnCode::NotAuthorized),
-        (Some(("alice", "wrong")), ConnectReturnCode::BadUserNamePassword),
+        (
+            Some(("alice", "wrong")),
+            ConnectReturnCode::BadUserNamePassword,
+        ),
     ] {
         let mut o = options(&server, "intruder");
         if let Some((u, p)) = creds {
             o.set_credentials(u, p);
         }
         let (_client, mut eventloop) = AsyncClient::new(o, 10);
-        let err = tokio::time::timeout(WAIT, eventloop.poll()).await.expect("answer in time").expect_err("refused");
-        assert!(format!("{err:?}").contains(&format!("{expected:?}")), "{err:?}");
+        let err = tokio::time::timeout(WAIT, eventloop.poll())
+            .await
+            .expect("answer in time")
+            .expect_err("refused");
+        assert!(
+            format!("{err:?}").contains(&format!("{expected:?}")),
+            "{err:?}"
+        );
     }
     let mut o = options(&server, "alice");
     o.set_credentials("alice", "secret");

@@ -148,7 +148,9 @@ impl Broker {
                 subscription_ids: t.ids,
                 origin: origin.clone(),
             };
-            t.session.push(d, self.settings.max_queued_messages);
+            if !t.session.push(d, self.settings.max_queued_messages) && t.qos != QoS::AtMostOnce {
+                self.metrics.messages_dropped.inc();
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub use persist::Opened;
 pub use sessions::{Delivery, Inflight, SessionShared, SessionState, Subscription};
 
 use crate::mapping::Message;
+use crate::metrics::MqttMetrics;
 use crate::topic::{self, FilterSpec, SubscriptionTree};
 use retained::RetainedStore;
 
@@ -97,6 +98,7 @@ pub(crate) struct SubEntry {
 pub struct Broker {
     router: Arc<Router>,
     pub settings: MqttSettings,
+    pub metrics: MqttMetrics,
     sessions: Mutex<HashMap<String, Arc<SessionShared>>>,
     subs: RwLock<SubscriptionTree<String, SubEntry>>,
     retained: RetainedStore,
@@ -116,6 +118,7 @@ impl Broker {
     pub async fn start(
         router: Arc<Router>,
         settings: MqttSettings,
+        metrics: MqttMetrics,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, PublishError> {
@@ -123,6 +126,7 @@ impl Broker {
             retained: RetainedStore::default(),
             router,
             settings,
+            metrics,
             sessions: Mutex::new(HashMap::new()),
             subs: RwLock::new(SubscriptionTree::new()),
             streams: RwLock::new(BTreeMap::new()),
@@ -201,6 +205,7 @@ impl Broker {
         } else {
             Durability::Buffered
         };
+        self.metrics.publishes_received.inc_by(msgs.len() as u64);
         for (tp, builder) in by_partition {
             if let Some(batch) = builder.build() {
                 self.router.append(&tp, vec![batch], durability).await?;

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use switchboard_memory::MemoryStorage;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::{Transport, serve_listener};
+use switchboard_mqtt::metrics::MqttMetrics;
 use switchboard_mqtt::wire::{self, Connect, ConnectProperties, Packet, ProtocolVersion};
 use switchboard_router::{MetaStore, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,9 +42,16 @@ impl TestServer {
         let router = Router::new(meta, Arc::new(MemoryStorage::new()));
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let broker = Broker::start(router.clone(), settings, cancel.clone(), tracker.clone())
-            .await
-            .expect("broker starts");
+        let metrics = MqttMetrics::unregistered().expect("metrics");
+        let broker = Broker::start(
+            router.clone(),
+            settings,
+            metrics,
+            cancel.clone(),
+            tracker.clone(),
+        )
+        .await
+        .expect("broker starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(serve_listener(
