@@ -87,7 +87,6 @@ pub struct Session {
     staged_msgs: Vec<Message>,
     /// Encoded packets to write to the client.
     pub out: BytesMut,
-    scratch: BytesMut,
 }
 
 impl Session {
@@ -203,7 +202,6 @@ impl Session {
             staged: Vec::new(),
             staged_msgs: Vec::new(),
             out: BytesMut::new(),
-            scratch: BytesMut::new(),
         };
         let properties = if v.is_v5() {
             ConnAckProperties {
@@ -587,7 +585,7 @@ impl Session {
             if inflight.released {
                 self.send(&Packet::PubRel(ack(pid, reason::SUCCESS)));
             } else if let Some(p) = self.publish_packet(&inflight.delivery, pid, true) {
-                self.send(&Packet::Publish(p));
+                self.send(&p);
             }
         }
     }
@@ -629,7 +627,7 @@ impl Session {
         let Some(p) = self.publish_packet(&d, pid, false) else {
             return;
         };
-        self.send(&Packet::Publish(p));
+        self.send(&p);
         self.broker.metrics.messages_delivered.inc();
         if d.qos != QoS::AtMostOnce {
             self.state.inflight.insert(
@@ -644,7 +642,7 @@ impl Session {
 
     /// The PUBLISH for a delivery, or `None` when it exceeds the client's Maximum Packet Size
     /// (then it is dropped, §3.1.2.11.4).
-    fn publish_packet(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Option<Publish> {
+    fn publish_packet(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Option<Packet> {
         let mut properties = PublishProperties {
             message_expiry_interval: d.msg.remaining_expiry(now_ms()),
             subscription_identifiers: d.subscription_ids.clone(),
@@ -670,13 +668,10 @@ impl Session {
             payload: d.msg.payload.clone(),
             properties,
         };
-        if self.client_max_packet_size != u32::MAX {
-            self.scratch.clear();
-            wire::encode(&Packet::Publish(p.clone()), self.version, &mut self.scratch);
-            if self.scratch.len() > self.client_max_packet_size as usize {
-                tracing::debug!(client_id = %self.client_id, "message larger than the client's Maximum Packet Size dropped");
-                return None;
-            }
+        let p = Packet::Publish(p);
+        if wire::encoded_len(&p, self.version) > self.client_max_packet_size as usize {
+            tracing::debug!(client_id = %self.client_id, "message larger than the client's Maximum Packet Size dropped");
+            return None;
         }
         Some(p)
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use switchboard_log::{LogConfig, LogStorage};
 use switchboard_memory::MemoryStorage;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::{Transport, serve_listener};
@@ -28,7 +29,8 @@ pub struct TestServer {
     pub broker: Arc<Broker>,
     pub router: Arc<Router>,
     cancel: CancellationToken,
-    _dir: tempfile::TempDir,
+    tracker: TaskTracker,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -40,6 +42,39 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let meta = MetaStore::open(dir.path()).await.expect("meta store");
         let router = Router::new(meta, Arc::new(MemoryStorage::new()));
+        Self::serve(router, settings, Some(dir)).await
+    }
+
+    /// A server whose streams (native log) and metadata live in `dir`, so that a server
+    /// started later on the same directory finds them.
+    pub async fn start_in(dir: &std::path::Path) -> Self {
+        let meta = MetaStore::open(&dir.join("meta"))
+            .await
+            .expect("meta store");
+        let storage = LogStorage::open(dir.join("streams"), LogConfig::default())
+            .await
+            .expect("log storage");
+        let router = Router::new(meta, Arc::new(storage));
+        Self::serve(router, MqttSettings::default(), None).await
+    }
+
+    /// Stops as `switchboard serve` does on SIGTERM: connections park their sessions, tasks
+    /// drain, storage is flushed and the metadata store shut down.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        tokio::time::timeout(WAIT, self.tracker.wait())
+            .await
+            .expect("tasks drain");
+        self.router.flush().await.expect("flush");
+        self.router.meta().shutdown().await.expect("meta shutdown");
+    }
+
+    async fn serve(
+        router: Arc<Router>,
+        settings: MqttSettings,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let metrics = MqttMetrics::unregistered().expect("metrics");
@@ -54,7 +89,7 @@ impl TestServer {
         .expect("broker starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(serve_listener(
+        tracker.spawn(serve_listener(
             broker.clone(),
             listener,
             Transport::Tcp,
@@ -67,13 +102,13 @@ impl TestServer {
         let transport = Transport::WebSocket {
             path: "/mqtt".into(),
         };
-        tokio::spawn(serve_listener(
+        tracker.spawn(serve_listener(
             broker.clone(),
             ws,
             transport,
             1000,
             cancel.clone(),
-            tracker,
+            tracker.clone(),
         ));
         Self {
             addr,
@@ -81,6 +116,7 @@ impl TestServer {
             broker,
             router,
             cancel,
+            tracker,
             _dir: dir,
         }
     }
