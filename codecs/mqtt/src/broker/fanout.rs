@@ -17,6 +17,8 @@ use crate::wire::QoS;
 
 /// Bytes a tailer reads from its partition at a time.
 const TAIL_READ_BYTES: usize = 1024 * 1024;
+/// How often the partition counts of MQTT-visible streams are checked.
+const PARTITION_CHECK: Duration = Duration::from_secs(5);
 /// Pause after a storage error before a tailer tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -30,11 +32,24 @@ struct Target {
 }
 
 impl Broker {
+    /// Starts a tailer for every partition of the MQTT-visible streams, and a watch that
+    /// starts more when a stream grows (a Kafka client may add partitions).
     pub(super) async fn start_tailers(self: &Arc<Self>) -> Result<(), PublishError> {
+        self.start_missing_tailers().await?;
+        let broker = self.clone();
+        self.tracker
+            .spawn(async move { broker.watch_partitions().await });
+        Ok(())
+    }
+
+    async fn start_missing_tailers(self: &Arc<Self>) -> Result<(), PublishError> {
         let streams = read(&self.streams).clone();
         for (stream, partitions) in streams {
             for p in 0..partitions {
                 let tp = TopicPartition::new(stream.clone(), p);
+                if lock(&self.tails).contains_key(&tp) {
+                    continue;
+                }
                 let hw = self.router.bounds(&tp).await?.high_watermark;
                 let pos = Arc::new(AtomicU64::new(hw));
                 lock(&self.tails).insert(tp.clone(), pos.clone());
@@ -44,6 +59,32 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// Re-reads the partition counts of the MQTT-visible streams from the routing table. A
+    /// metadata check every few seconds, not a storage poll: records are still pushed.
+    async fn watch_partitions(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(PARTITION_CHECK) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+            let mut grew = false;
+            {
+                let mut streams = super::write(&self.streams);
+                for (name, partitions) in streams.iter_mut() {
+                    if let Some(meta) = self.router.stream(name)
+                        && meta.partitions > *partitions
+                    {
+                        *partitions = meta.partitions;
+                        grew = true;
+                    }
+                }
+            }
+            if grew && let Err(e) = self.start_missing_tailers().await {
+                tracing::warn!(error = %e, "cannot start MQTT fan-out for new partitions");
+            }
+        }
     }
 
     /// Current tailer positions.
