@@ -150,18 +150,36 @@ mod tests {
 
     #[test]
     fn hard_errors_close_the_connection_and_soft_errors_the_channel() {
-        assert_eq!(ReplyCode::FrameError.default_scope(), ErrorScope::Connection);
-        assert_eq!(ReplyCode::ConnectionForced.default_scope(), ErrorScope::Connection);
+        assert_eq!(
+            ReplyCode::FrameError.default_scope(),
+            ErrorScope::Connection
+        );
+        assert_eq!(
+            ReplyCode::ConnectionForced.default_scope(),
+            ErrorScope::Connection
+        );
         assert_eq!(ReplyCode::NotFound.default_scope(), ErrorScope::Channel);
-        assert_eq!(ReplyCode::PreconditionFailed.default_scope(), ErrorScope::Channel);
+        assert_eq!(
+            ReplyCode::PreconditionFailed.default_scope(),
+            ErrorScope::Channel
+        );
     }
 
     #[test]
     fn codes_match_the_numbers_amq_protocol_generated_from_the_spec() {
         use amq_protocol::protocol::{AMQPHardError, AMQPSoftError};
-        assert_eq!(ReplyCode::FrameError.code(), AMQPHardError::FRAMEERROR.get_id());
-        assert_eq!(ReplyCode::NotImplemented.code(), AMQPHardError::NOTIMPLEMENTED.get_id());
-        assert_eq!(ReplyCode::UnexpectedFrame.code(), AMQPHardError::UNEXPECTEDFRAME.get_id());
+        assert_eq!(
+            ReplyCode::FrameError.code(),
+            AMQPHardError::FRAMEERROR.get_id()
+        );
+        assert_eq!(
+            ReplyCode::NotImplemented.code(),
+            AMQPHardError::NOTIMPLEMENTED.get_id()
+        );
+        assert_eq!(
+            ReplyCode::UnexpectedFrame.code(),
+            AMQPHardError::UNEXPECTEDFRAME.get_id()
+        );
         assert_eq!(ReplyCode::NotFound.code(), AMQPSoftError::NOTFOUND.get_id());
         assert_eq!(
             ReplyCode::PreconditionFailed.code(),

@@ -28,7 +28,9 @@ pub enum ModelError {
     InternalExchange { name: String },
 
     /// 406: redeclaring an exchange with different properties.
-    #[error("inequivalent arg '{arg}' for exchange '{name}': received '{received}' but current is '{current}'")]
+    #[error(
+        "inequivalent arg '{arg}' for exchange '{name}': received '{received}' but current is '{current}'"
+    )]
     Inequivalent {
         name: String,
         arg: &'static str,
@@ -97,7 +99,9 @@ mod tests {
 
     #[test]
     fn unknown_exchange_type_closes_the_connection() {
-        let err = ModelError::UnknownExchangeType { kind: "x-foo".into() };
+        let err = ModelError::UnknownExchangeType {
+            kind: "x-foo".into(),
+        };
         assert_eq!(err.reply_code().code(), 503);
         assert_eq!(err.scope(), ErrorScope::Connection);
     }

@@ -170,7 +170,10 @@ impl BindingIndex {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<bool, ModelError> {
-        if self.position(&destination, routing_key, arguments).is_some() {
+        if self
+            .position(&destination, routing_key, arguments)
+            .is_some()
+        {
             return Ok(false);
         }
         let headers = match self.kind {
@@ -242,7 +245,11 @@ impl BindingIndex {
     }
 
     /// The destinations this exchange alone routes a message to (possibly with repeats).
-    pub(crate) fn route(&self, routing_key: &str, headers: Option<&FieldTable>) -> Vec<Destination> {
+    pub(crate) fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<Destination> {
         match self.kind {
             ExchangeKind::Direct => self.direct.get(routing_key).cloned().unwrap_or_default(),
             ExchangeKind::Fanout => self.bound.iter().map(|b| b.destination.clone()).collect(),
@@ -278,7 +285,13 @@ mod tests {
     #[test]
     fn exchange_types_parse_and_unknown_ones_are_command_invalid() {
         assert_eq!(ExchangeKind::parse("topic"), Ok(ExchangeKind::Topic));
-        assert_eq!(ExchangeKind::parse("x-delayed-message").unwrap_err().reply_code().code(), 503);
+        assert_eq!(
+            ExchangeKind::parse("x-delayed-message")
+                .unwrap_err()
+                .reply_code()
+                .code(),
+            503
+        );
     }
 
     #[test]

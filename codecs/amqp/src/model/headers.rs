@@ -227,7 +227,11 @@ mod tests {
 
     #[test]
     fn any_with_x_matches_on_an_x_header_alone() {
-        let m = binding(&[("x-match", s("any-with-x")), ("x-tenant", s("t1")), ("a", s("1"))]);
+        let m = binding(&[
+            ("x-match", s("any-with-x")),
+            ("x-tenant", s("t1")),
+            ("a", s("1")),
+        ]);
         assert!(m.matches(Some(&table(&[("x-tenant", s("t1"))]))));
     }
 
@@ -251,7 +255,10 @@ mod tests {
         assert!(m.matches(Some(&table(&[("n", AMQPValue::LongLongInt(42))]))));
         assert!(m.matches(Some(&table(&[("n", AMQPValue::Double(42.0))]))));
         assert!(!m.matches(Some(&table(&[("n", AMQPValue::LongInt(43))]))));
-        assert!(!m.matches(Some(&table(&[("n", s("42"))]))), "no string/number coercion");
+        assert!(
+            !m.matches(Some(&table(&[("n", s("42"))]))),
+            "no string/number coercion"
+        );
     }
 
     #[test]

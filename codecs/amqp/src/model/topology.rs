@@ -11,8 +11,9 @@ use amq_protocol::types::FieldTable;
 use super::error::ModelError;
 use super::exchange::{Binding, BindingIndex, Destination, Exchange, ExchangeKind};
 
-/// The exchanges every broker predeclares (§3.1.3.?, "amq." names) and RabbitMQ's `amq.match`,
-/// a second headers exchange.
+/// The exchanges the spec has every virtual host predeclare: the nameless default exchange and
+/// one `amq.<type>` per exchange type (§3.1.3), plus `amq.match`, RabbitMQ's second headers
+/// exchange.
 const PREDECLARED: [(&str, ExchangeKind); 6] = [
     ("", ExchangeKind::Direct),
     ("amq.direct", ExchangeKind::Direct),
@@ -157,9 +158,11 @@ impl Topology {
     pub fn bind(&mut self, binding: Binding) -> Result<bool, ModelError> {
         self.check_binding_ends(&binding)?;
         let entry = self.entry_mut(&binding.source)?;
-        entry
-            .index
-            .add(binding.destination, &binding.routing_key, &binding.arguments)
+        entry.index.add(
+            binding.destination,
+            &binding.routing_key,
+            &binding.arguments,
+        )
     }
 
     /// `queue.unbind` / `exchange.unbind`. Removing a binding that does not exist is not an
@@ -168,10 +171,11 @@ impl Topology {
     pub fn unbind(&mut self, binding: &Binding) -> Result<Vec<String>, ModelError> {
         self.check_binding_ends(binding)?;
         let entry = self.entry_mut(&binding.source)?;
-        let removed =
-            entry
-                .index
-                .remove(&binding.destination, &binding.routing_key, &binding.arguments);
+        let removed = entry.index.remove(
+            &binding.destination,
+            &binding.routing_key,
+            &binding.arguments,
+        );
         if removed && entry.exchange.auto_delete && entry.index.len() == 0 {
             let name = binding.source.clone();
             let mut deleted = vec![name.clone()];
@@ -195,7 +199,8 @@ impl Topology {
     /// message to its `alternate-exchange` if it has one. An empty result means unroutable
     /// (`basic.return` if mandatory).
     ///
-    /// The default exchange `""` routes to the queue named by the routing key (§3.1.3.1).
+    /// The default exchange `""` routes to the queue named by the routing key: every queue is
+    /// implicitly bound to it by its name (§3.1.3.1).
     /// Publishing to a missing exchange is 404, to an internal one 403.
     pub fn route(
         &self,
@@ -270,8 +275,8 @@ impl Topology {
             })
     }
 
-    /// §3.1.3.1: the default exchange cannot be bound, as source or destination; both ends
-    /// must exist.
+    /// The default exchange's bindings are implicit and fixed, so it cannot be bound, as source
+    /// or destination (RabbitMQ: 403); both ends must exist (404).
     fn check_binding_ends(&self, binding: &Binding) -> Result<(), ModelError> {
         if binding.source.is_empty() || binding.destination == Destination::Exchange(String::new())
         {
@@ -343,7 +348,11 @@ fn check_equivalent(current: &Exchange, requested: &Exchange) -> Result<(), Mode
         return differ("type", requested.kind.to_string(), current.kind.to_string());
     }
     if current.durable != requested.durable {
-        return differ("durable", requested.durable.to_string(), current.durable.to_string());
+        return differ(
+            "durable",
+            requested.durable.to_string(),
+            current.durable.to_string(),
+        );
     }
     if current.auto_delete != requested.auto_delete {
         return differ(
@@ -353,7 +362,11 @@ fn check_equivalent(current: &Exchange, requested: &Exchange) -> Result<(), Mode
         );
     }
     if current.internal != requested.internal {
-        return differ("internal", requested.internal.to_string(), current.internal.to_string());
+        return differ(
+            "internal",
+            requested.internal.to_string(),
+            current.internal.to_string(),
+        );
     }
     if current.alternate_exchange() != requested.alternate_exchange() {
         return differ(

@@ -36,12 +36,16 @@ enum State {
     #[default]
     Idle,
     AwaitingHeader(basic::Publish),
-    AwaitingBody {
-        publish: basic::Publish,
-        properties: BasicProperties,
-        declared: u64,
-        body: BytesMut,
-    },
+    /// Boxed: the properties make this state much larger than the others.
+    AwaitingBody(Box<Partial>),
+}
+
+#[derive(Debug)]
+struct Partial {
+    publish: basic::Publish,
+    properties: BasicProperties,
+    declared: u64,
+    body: BytesMut,
 }
 
 /// Builds messages out of the frames of one channel.
@@ -120,41 +124,44 @@ impl ContentAssembler {
             })));
         }
         let reserve = header.body_size.min(MAX_INITIAL_RESERVE) as usize;
-        self.state = State::AwaitingBody {
+        self.state = State::AwaitingBody(Box::new(Partial {
             publish,
             properties: header.properties,
             declared: header.body_size,
             body: BytesMut::with_capacity(reserve),
-        };
+        }));
         Ok(Assembly::Pending)
     }
 
     /// A content body frame on this channel.
     pub fn on_body(&mut self, chunk: &[u8]) -> Result<Assembly, WireError> {
-        let State::AwaitingBody { declared, body, .. } = &mut self.state else {
+        let State::AwaitingBody(partial) = &mut self.state else {
             return Err(self.unexpected("content body"));
         };
-        let received = body.len() as u64 + chunk.len() as u64;
-        if received > *declared {
-            let declared = *declared;
+        let declared = partial.declared;
+        let received = partial.body.len() as u64 + chunk.len() as u64;
+        if received > declared {
             self.state = State::Idle;
             return Err(WireError::BodySizeMismatch { declared, received });
         }
-        body.extend_from_slice(chunk);
-        if received < *declared {
+        partial.body.extend_from_slice(chunk);
+        if received < declared {
             return Ok(Assembly::Pending);
         }
         match std::mem::take(&mut self.state) {
-            State::AwaitingBody {
-                publish,
-                properties,
-                body,
-                ..
-            } => Ok(Assembly::Complete(Box::new(PublishedMessage {
-                publish,
-                properties,
-                body: body.freeze(),
-            }))),
+            State::AwaitingBody(partial) => {
+                let Partial {
+                    publish,
+                    properties,
+                    body,
+                    ..
+                } = *partial;
+                Ok(Assembly::Complete(Box::new(PublishedMessage {
+                    publish,
+                    properties,
+                    body: body.freeze(),
+                })))
+            }
             _ => Err(self.unexpected("content body")),
         }
     }
@@ -165,7 +172,7 @@ impl ContentAssembler {
         let expected = match self.state {
             State::Idle => "a method",
             State::AwaitingHeader(_) => "a content header",
-            State::AwaitingBody { .. } => "a content body",
+            State::AwaitingBody(_) => "a content body",
         };
         WireError::UnexpectedFrame {
             channel: self.channel,
@@ -213,7 +220,11 @@ mod tests {
         assert_eq!(message.body, Bytes::from_static(b"hello world"));
         assert_eq!(message.publish.routing_key.as_str(), "k");
         assert_eq!(
-            message.properties.content_type().as_ref().map(|s| s.as_str()),
+            message
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|s| s.as_str()),
             Some("text/plain")
         );
         assert!(asm.is_idle());
@@ -311,6 +322,9 @@ mod tests {
         asm.on_header(header(2)).unwrap();
         assert_eq!(asm.on_body(b"").unwrap(), Assembly::Pending);
         assert_eq!(asm.on_body(b"a").unwrap(), Assembly::Pending);
-        assert_eq!(complete(asm.on_body(b"b").unwrap()).body, Bytes::from_static(b"ab"));
+        assert_eq!(
+            complete(asm.on_body(b"b").unwrap()).body,
+            Bytes::from_static(b"ab")
+        );
     }
 }

@@ -200,6 +200,9 @@ mod tests {
         let err = WireError::MessageTooLarge { size: 10, max: 5 };
         assert_eq!(err.reply_code().code(), 406);
         assert_eq!(err.scope(), ErrorScope::Channel);
-        assert!(err.reply_text().starts_with("PRECONDITION_FAILED - message size 10"));
+        assert!(
+            err.reply_text()
+                .starts_with("PRECONDITION_FAILED - message size 10")
+        );
     }
 }

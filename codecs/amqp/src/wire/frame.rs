@@ -64,9 +64,9 @@ pub fn check_protocol_header(buf: &[u8]) -> HeaderCheck {
 ///
 /// - `Ok(None)`: the frame is not complete yet; `buf` is left untouched.
 /// - `Ok(Some(frame))`: the frame's bytes were consumed.
-/// - `Err(_)`: a protocol error to close the connection (or channel) with. When the envelope
-///   was intact its bytes are consumed; when the envelope itself is broken (unknown type,
-///   oversized) nothing is, and the connection cannot go on.
+/// - `Err(_)`: a protocol error to close the connection with (all decode errors are hard
+///   errors). A complete frame's bytes are consumed even when it is refused; an unknown type
+///   or an oversized frame leaves the buffer as it is, since its extent cannot be trusted.
 ///
 /// `frame_max` is the negotiated maximum frame size including header and frame-end
 /// ([`FRAME_MIN_SIZE`] before tuning); 0 means no limit, as in `connection.tune`.
@@ -150,7 +150,7 @@ pub fn decode_method(payload: &[u8]) -> Result<AMQPClass, WireError> {
         .map_err(|limit| WireError::NestingTooDeep { limit })?;
     // Trailing bytes after the last argument are as malformed as missing ones.
     match parse_class(payload) {
-        Ok((rest, method)) if rest.is_empty() => Ok(method),
+        Ok(([], method)) => Ok(method),
         _ => Err(WireError::MalformedMethod {
             class_id,
             method_id,
@@ -163,7 +163,7 @@ fn decode_content_header(channel: u16, payload: &[u8]) -> Result<AMQPFrame, Wire
     // The parser ignores the weight field, which is unused and must be zero (§4.2.6.1),
     // as RabbitMQ does.
     match parse_content_header(payload) {
-        Ok((rest, header)) if rest.is_empty() => Ok(AMQPFrame::Header(channel, header)),
+        Ok(([], header)) => Ok(AMQPFrame::Header(channel, header)),
         _ => Err(WireError::MalformedContentHeader),
     }
 }
@@ -193,7 +193,23 @@ fn is_known_method(class_id: u16, method_id: u16) -> bool {
         // basic: qos … nack
         60 => matches!(
             method_id,
-            10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120
+            10 | 11
+                | 20
+                | 21
+                | 30
+                | 31
+                | 40
+                | 50
+                | 60
+                | 70
+                | 71
+                | 72
+                | 80
+                | 90
+                | 100
+                | 110
+                | 111
+                | 120
         ),
         // confirm: select(-ok)
         85 => matches!(method_id, 10 | 11),

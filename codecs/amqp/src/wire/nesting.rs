@@ -247,6 +247,10 @@ pub(crate) mod tests {
         let mut args = vec![0, 0, 3, b'a', b'b', b'c', 0b0000_0010];
         args.extend(nested_table(MAX_TABLE_DEPTH + 1));
         assert_eq!(check_method(50, 10, &args), Err(MAX_TABLE_DEPTH));
-        assert_eq!(check_method(50, 11, &args), Ok(()), "declare-ok has no table");
+        assert_eq!(
+            check_method(50, 11, &args),
+            Ok(()),
+            "declare-ok has no table"
+        );
     }
 }

@@ -74,7 +74,7 @@ pub fn parse_amqplain(response: &[u8]) -> Result<SaslCredentials, WireError> {
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(response);
     let table: FieldTable = match parse_field_table(framed.as_slice()) {
-        Ok((rest, table)) if rest.is_empty() => table,
+        Ok(([], table)) => table,
         _ => return Err(bad("not a field table")),
     };
     let field = |name: &str| -> Option<String> {
@@ -153,7 +153,10 @@ mod tests {
         bytes.push(8);
         bytes.extend_from_slice(b"PASSWORDS\0\0\0\x02pw");
         let creds = parse_amqplain(&bytes).unwrap();
-        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("bob", "pw"));
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bob", "pw")
+        );
     }
 
     #[test]

@@ -95,8 +95,14 @@ fn pika_like_start_ok_with_capabilities_decodes() {
         caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
     let mut props = FieldTable::default();
-    props.insert("product".into(), AMQPValue::LongString("Pika Python Client Library".into()));
-    props.insert("platform".into(), AMQPValue::LongString("Python 3.11.2".into()));
+    props.insert(
+        "product".into(),
+        AMQPValue::LongString("Pika Python Client Library".into()),
+    );
+    props.insert(
+        "platform".into(),
+        AMQPValue::LongString("Python 3.11.2".into()),
+    );
     props.insert("version".into(), AMQPValue::LongString("1.3.2".into()));
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
     let method = AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
@@ -105,7 +111,10 @@ fn pika_like_start_ok_with_capabilities_decodes() {
         response: "\0guest\0guest".into(),
         locale: "en_US".into(),
     }));
-    let frames = decode_all(client_bytes(&AMQPFrame::Method(0, method.clone())), FRAME_MIN_SIZE);
+    let frames = decode_all(
+        client_bytes(&AMQPFrame::Method(0, method.clone())),
+        FRAME_MIN_SIZE,
+    );
     assert_eq!(frames, vec![AMQPFrame::Method(0, method)]);
 }
 
@@ -114,7 +123,11 @@ fn partial_frames_need_more_bytes_and_leave_the_buffer_untouched() {
     let full = start_ok_bytes();
     for cut in 0..full.len() {
         let mut buf = BytesMut::from(&full[..cut]);
-        assert_eq!(decode_frame(&mut buf, FRAME_MIN_SIZE), Ok(None), "cut at {cut}");
+        assert_eq!(
+            decode_frame(&mut buf, FRAME_MIN_SIZE),
+            Ok(None),
+            "cut at {cut}"
+        );
         assert_eq!(&buf[..], &full[..cut]);
     }
 }
@@ -133,7 +146,13 @@ fn frame_larger_than_frame_max_is_a_frame_error_before_its_payload_arrives() {
     // Header only: a body frame announcing 5000 payload bytes under frame_max 4096.
     let mut buf = BytesMut::from(&[3, 0, 1, 0, 0, 0x13, 0x88][..]);
     let err = decode_frame(&mut buf, 4096).unwrap_err();
-    assert_eq!(err, WireError::FrameTooLarge { size: 5008, frame_max: 4096 });
+    assert_eq!(
+        err,
+        WireError::FrameTooLarge {
+            size: 5008,
+            frame_max: 4096
+        }
+    );
     assert_eq!(err.reply_code().code(), 501);
 }
 
@@ -142,14 +161,20 @@ fn frame_exactly_frame_max_is_accepted() {
     let mut buf = BytesMut::new();
     frame::encode_body(1, &[7u8; 4096 - FRAME_OVERHEAD], &mut buf);
     assert_eq!(buf.len(), 4096);
-    assert!(matches!(decode_frame(&mut buf, 4096), Ok(Some(AMQPFrame::Body(1, _)))));
+    assert!(matches!(
+        decode_frame(&mut buf, 4096),
+        Ok(Some(AMQPFrame::Body(1, _)))
+    ));
 }
 
 #[test]
 fn frame_max_zero_means_no_limit() {
     let mut buf = BytesMut::new();
     frame::encode_body(1, &[7u8; 10_000], &mut buf);
-    assert!(matches!(decode_frame(&mut buf, 0), Ok(Some(AMQPFrame::Body(1, _)))));
+    assert!(matches!(
+        decode_frame(&mut buf, 0),
+        Ok(Some(AMQPFrame::Body(1, _)))
+    ));
 }
 
 #[test]
@@ -191,7 +216,13 @@ fn unknown_class_is_not_implemented() {
 #[test]
 fn unknown_method_of_a_known_class_is_command_invalid() {
     let err = decode_frame(&mut method_frame(&[0, 60, 0, 99]), FRAME_MIN_SIZE).unwrap_err();
-    assert_eq!(err, WireError::UnknownMethod { class_id: 60, method_id: 99 });
+    assert_eq!(
+        err,
+        WireError::UnknownMethod {
+            class_id: 60,
+            method_id: 99
+        }
+    );
     assert_eq!(err.reply_code().code(), 503);
 }
 
@@ -199,7 +230,13 @@ fn unknown_method_of_a_known_class_is_command_invalid() {
 fn truncated_method_arguments_are_a_frame_error() {
     // basic.qos needs 7 argument bytes; give 2.
     let err = decode_frame(&mut method_frame(&[0, 60, 0, 10, 0, 0]), FRAME_MIN_SIZE).unwrap_err();
-    assert_eq!(err, WireError::MalformedMethod { class_id: 60, method_id: 10 });
+    assert_eq!(
+        err,
+        WireError::MalformedMethod {
+            class_id: 60,
+            method_id: 10
+        }
+    );
     assert_eq!(err.reply_code().code(), 501);
 }
 
@@ -207,7 +244,13 @@ fn truncated_method_arguments_are_a_frame_error() {
 fn trailing_bytes_after_method_arguments_are_a_frame_error() {
     // channel.open has one short string (reserved); add a stray byte.
     let err = decode_frame(&mut method_frame(&[0, 20, 0, 10, 0, 0xFF]), FRAME_MIN_SIZE);
-    assert!(matches!(err, Err(WireError::MalformedMethod { class_id: 20, method_id: 10 })));
+    assert!(matches!(
+        err,
+        Err(WireError::MalformedMethod {
+            class_id: 20,
+            method_id: 10
+        })
+    ));
 }
 
 #[test]
@@ -219,7 +262,13 @@ fn method_payload_shorter_than_its_ids_is_a_frame_error() {
 #[test]
 fn heartbeat_on_a_channel_other_than_zero_is_a_frame_error() {
     let err = decode_frame(&mut BytesMut::from(&[8, 0, 3, 0, 0, 0, 0, 0xCE][..]), 4096);
-    assert_eq!(err, Err(WireError::BadHeartbeat { channel: 3, size: 0 }));
+    assert_eq!(
+        err,
+        Err(WireError::BadHeartbeat {
+            channel: 3,
+            size: 0
+        })
+    );
 }
 
 #[test]
@@ -227,7 +276,12 @@ fn deeply_nested_arguments_are_refused_instead_of_overflowing_the_stack() {
     let mut args = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
     args.extend(nesting::tests::nested_table(5000));
     let err = decode_frame(&mut method_frame(&args), 0).unwrap_err();
-    assert_eq!(err, WireError::NestingTooDeep { limit: MAX_TABLE_DEPTH });
+    assert_eq!(
+        err,
+        WireError::NestingTooDeep {
+            limit: MAX_TABLE_DEPTH
+        }
+    );
 }
 
 #[test]
@@ -254,7 +308,9 @@ fn deeply_nested_message_headers_are_refused() {
     buf.put_u8(FRAME_END);
     assert_eq!(
         decode_frame(&mut buf, 0),
-        Err(WireError::NestingTooDeep { limit: MAX_TABLE_DEPTH })
+        Err(WireError::NestingTooDeep {
+            limit: MAX_TABLE_DEPTH
+        })
     );
 }
 
@@ -277,14 +333,20 @@ fn content_header_round_trips_with_properties() {
 
 #[test]
 fn protocol_header_0_9_1_is_accepted() {
-    assert_eq!(check_protocol_header(b"AMQP\x00\x00\x09\x01"), HeaderCheck::Ok);
+    assert_eq!(
+        check_protocol_header(b"AMQP\x00\x00\x09\x01"),
+        HeaderCheck::Ok
+    );
 }
 
 #[test]
 fn protocol_header_prefix_needs_more_bytes() {
     assert_eq!(check_protocol_header(b""), HeaderCheck::NeedMore);
     assert_eq!(check_protocol_header(b"AMQ"), HeaderCheck::NeedMore);
-    assert_eq!(check_protocol_header(b"AMQP\x00\x00\x09"), HeaderCheck::NeedMore);
+    assert_eq!(
+        check_protocol_header(b"AMQP\x00\x00\x09"),
+        HeaderCheck::NeedMore
+    );
 }
 
 #[test]
@@ -292,8 +354,14 @@ fn other_protocols_and_versions_get_the_wrong_header_answer() {
     assert_eq!(check_protocol_header(b"GET / HT"), HeaderCheck::Wrong);
     assert_eq!(check_protocol_header(b"G"), HeaderCheck::Wrong);
     // AMQP 1.0 and 0-8 clients.
-    assert_eq!(check_protocol_header(b"AMQP\x00\x01\x00\x00"), HeaderCheck::Wrong);
-    assert_eq!(check_protocol_header(b"AMQP\x01\x01\x08\x00"), HeaderCheck::Wrong);
+    assert_eq!(
+        check_protocol_header(b"AMQP\x00\x01\x00\x00"),
+        HeaderCheck::Wrong
+    );
+    assert_eq!(
+        check_protocol_header(b"AMQP\x01\x01\x08\x00"),
+        HeaderCheck::Wrong
+    );
     assert_eq!(&PROTOCOL_HEADER, b"AMQP\x00\x00\x09\x01");
 }
 
@@ -324,7 +392,11 @@ fn connection_start_advertises_rabbitmq_capabilities_and_mechanisms() {
         "authentication_failure_close",
         "per_consumer_qos",
     ] {
-        assert_eq!(caps.inner().get(cap), Some(&AMQPValue::Boolean(true)), "{cap}");
+        assert_eq!(
+            caps.inner().get(cap),
+            Some(&AMQPValue::Boolean(true)),
+            "{cap}"
+        );
     }
 }
 
@@ -333,7 +405,15 @@ fn content_is_split_into_body_frames_at_frame_max() {
     let body: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
     let deliver = out::basic_deliver("ctag", 1, false, "amq.direct", "k").unwrap();
     let mut buf = BytesMut::new();
-    out::encode_message(1, &deliver, &BasicProperties::default(), &body, 4096, &mut buf).unwrap();
+    out::encode_message(
+        1,
+        &deliver,
+        &BasicProperties::default(),
+        &body,
+        4096,
+        &mut buf,
+    )
+    .unwrap();
     let frames = decode_all(buf, 4096);
     let sizes: Vec<usize> = frames
         .iter()
@@ -366,7 +446,13 @@ fn empty_content_has_a_header_and_no_body_frame() {
 fn routing_key_longer_than_a_short_string_is_refused_when_building_deliver() {
     let long = "a".repeat(256);
     let err = out::basic_deliver("ctag", 1, false, "amq.topic", &long).unwrap_err();
-    assert_eq!(err, WireError::ShortStringTooLong { field: "routing-key", len: 256 });
+    assert_eq!(
+        err,
+        WireError::ShortStringTooLong {
+            field: "routing-key",
+            len: 256
+        }
+    );
 }
 
 #[test]
@@ -375,7 +461,10 @@ fn overlong_short_strings_are_refused_by_the_builders_not_truncated() {
     assert!(ShortString::try_new("x".repeat(256)).is_err());
     assert_eq!(
         out::short("queue", &"q".repeat(300)),
-        Err(WireError::ShortStringTooLong { field: "queue", len: 300 })
+        Err(WireError::ShortStringTooLong {
+            field: "queue",
+            len: 300
+        })
     );
     assert!(out::queue_declare_ok(&"q".repeat(256), 0, 0).is_err());
     assert!(out::basic_consume_ok(&"c".repeat(256)).is_err());
@@ -389,7 +478,13 @@ fn content_header_larger_than_frame_max_is_refused() {
     let mut buf = BytesMut::new();
     let deliver = out::basic_deliver("c", 1, false, "", "q").unwrap();
     let err = out::encode_message(1, &deliver, &props, b"x", 4096, &mut buf).unwrap_err();
-    assert!(matches!(err, WireError::HeaderTooLarge { frame_max: 4096, .. }));
+    assert!(matches!(
+        err,
+        WireError::HeaderTooLarge {
+            frame_max: 4096,
+            ..
+        }
+    ));
     assert!(buf.is_empty(), "nothing half-written");
 }
 
@@ -414,7 +509,10 @@ fn client_sending_a_server_only_method_is_command_invalid() {
     assert_eq!(err.reply_code().code(), 503);
     assert_eq!(err.class_method(), (60, 60));
     assert!(check_client_method(&out::connection_tune(0, 0, 0)).is_err());
-    assert!(check_client_method(&out::basic_ack(1, false)).is_ok(), "ack goes both ways");
+    assert!(
+        check_client_method(&out::basic_ack(1, false)).is_ok(),
+        "ack goes both ways"
+    );
     let declare = AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
         exchange: "x".into(),
         kind: "direct".into(),
