@@ -21,6 +21,7 @@ pub struct Config {
     pub cluster_id: String,
     pub kafka: KafkaConfig,
     pub mqtt: MqttConfig,
+    pub amqp: AmqpConfig,
     pub admin: AdminConfig,
     pub storage: StorageConfig,
     pub retention: RetentionConfig,
@@ -107,6 +108,28 @@ pub struct MqttConfig {
 pub struct MqttRoute {
     pub filter: String,
     pub stream: String,
+}
+
+/// `[amqp]`: the AMQP 0-9-1 front end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Not empty; each starts with `/`.
+    pub vhosts: Vec<String>,
+    /// At least 4096 (the protocol's minimum frame), at most 4 GiB.
+    pub frame_max: Size,
+    /// At least 1.
+    pub channel_max: u16,
+    pub heartbeat: HumanDuration,
+    /// Not zero.
+    pub max_message_size: Size,
+    /// At least 1.
+    pub max_connections: usize,
+    pub connect_timeout: HumanDuration,
+    /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_only_users: Vec<String>,
 }
 
 /// `[admin]`: the admin HTTP endpoint (/metrics, /healthz, API).
@@ -270,6 +293,21 @@ impl Config {
                 "mqtt.ws_path",
                 format!("{:?} must start with '/'", mqtt.ws_path),
             ));
+        }
+        let amqp = &self.amqp;
+        if amqp.vhosts.is_empty() || amqp.vhosts.iter().any(|v| !v.starts_with('/')) {
+            return Err(("amqp.vhosts", "must list at least one vhost, each starting with '/'".into()));
+        }
+        if amqp.frame_max.bytes() < 4096 || amqp.frame_max.bytes() > u64::from(u32::MAX) {
+            return Err(("amqp.frame_max", "must be between 4 KiB and 4 GiB".into()));
+        }
+        let amqp_nonzero = [
+            ("amqp.channel_max", u64::from(amqp.channel_max)),
+            ("amqp.max_message_size", amqp.max_message_size.bytes()),
+            ("amqp.max_connections", amqp.max_connections as u64),
+        ];
+        if let Some((key, _)) = amqp_nonzero.iter().find(|(_, value)| *value == 0) {
+            return Err((key, "must not be zero".into()));
         }
         if kafka.group_min_session_timeout > kafka.group_max_session_timeout {
             return Err((
