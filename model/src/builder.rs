@@ -5,8 +5,11 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::batch::{BatchError, HEADER_LEN, RecordBatch};
-use crate::varint::{get_varint, get_varlong, put_varint, put_varlong};
+use crate::batch::{HEADER_LEN, RecordBatch};
+use crate::varint::{put_varint, put_varlong};
+
+/// Re-exported at its former home; reading records out of a batch lives in [`crate::records`].
+pub use crate::records::RecordsError;
 
 /// A record header: Kafka allows a null value, and keys are strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,93 +136,10 @@ impl BatchBuilder {
     }
 }
 
-/// Why records could not be read out of a batch.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RecordsError {
-    #[error(transparent)]
-    Batch(#[from] BatchError),
-    #[error("compressed batches (codec {0}) cannot be expanded here")]
-    Compressed(u8),
-    #[error("malformed record at byte {0}")]
-    Malformed(usize),
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn varint(&mut self) -> Result<i32, RecordsError> {
-        let (v, n) = get_varint(&self.buf[self.at..]).ok_or(RecordsError::Malformed(self.at))?;
-        self.at += n;
-        Ok(v)
-    }
-    fn varlong(&mut self) -> Result<i64, RecordsError> {
-        let (v, n) = get_varlong(&self.buf[self.at..]).ok_or(RecordsError::Malformed(self.at))?;
-        self.at += n;
-        Ok(v)
-    }
-    fn bytes(&mut self) -> Result<Option<&[u8]>, RecordsError> {
-        let len = self.varint()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let end = self.at + len as usize;
-        let b = self
-            .buf
-            .get(self.at..end)
-            .ok_or(RecordsError::Malformed(self.at))?;
-        self.at = end;
-        Ok(Some(b))
-    }
-}
-
-impl RecordBatch {
-    /// Expands an uncompressed batch into records with absolute offsets.
-    pub fn records(&self) -> Result<Vec<Record>, RecordsError> {
-        let h = self.header();
-        if h.compression() != 0 {
-            return Err(RecordsError::Compressed(h.compression()));
-        }
-        let mut cur = Cursor {
-            buf: &self.bytes()[HEADER_LEN..],
-            at: 0,
-        };
-        let shared = self.bytes().slice(HEADER_LEN..);
-        let mut out = Vec::with_capacity(h.record_count.max(0) as usize);
-        for _ in 0..h.record_count {
-            let _len = cur.varint()?;
-            cur.at += 1; // attributes
-            let ts_delta = cur.varlong()?;
-            let off_delta = cur.varint()?;
-            let slice_of = |b: &[u8]| shared.slice_ref(b);
-            let key = cur.bytes()?.map(slice_of);
-            let value = cur.bytes()?.map(slice_of);
-            let n_headers = cur.varint()?;
-            let mut headers = Vec::with_capacity(n_headers.max(0) as usize);
-            for _ in 0..n_headers {
-                let k = cur.bytes()?.unwrap_or_default();
-                let key = String::from_utf8_lossy(k).into_owned();
-                let value = cur.bytes()?.map(slice_of);
-                headers.push(Header { key, value });
-            }
-            out.push(Record {
-                offset: (h.base_offset + i64::from(off_delta)) as u64,
-                timestamp_ms: h.base_timestamp + ts_delta,
-                key,
-                value,
-                headers,
-            });
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{split_batches, valid_prefix_len};
+    use crate::batch::{BatchError, split_batches, valid_prefix_len};
 
     fn sample() -> RecordBatch {
         let mut b = BatchBuilder::new();
