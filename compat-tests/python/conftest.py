@@ -285,6 +285,11 @@ class Mosquitto:
         self.stop()
         return self.start()
 
+    def close(self):
+        """End of test: nothing to keep, so no 100 ms clean shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.kill9()
+
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -332,6 +337,9 @@ class SwitchboardMqtt:
         self.server.start()
         return self
 
+    def close(self):
+        self.server.stop()
+
     def is_alive(self) -> bool:
         return self.server.is_alive()
 
@@ -361,7 +369,7 @@ def make_mqtt_broker(config, workdir: Path, users=None):
 def mqtt_broker(request, tmp_path):
     b = make_mqtt_broker(request.config, tmp_path / "mqtt")
     yield b
-    b.stop()
+    b.close()
 
 
 @pytest.fixture
@@ -369,7 +377,7 @@ def mqtt_auth_broker(request, tmp_path):
     """A broker that admits only alice / secret."""
     b = make_mqtt_broker(request.config, tmp_path / "mqtt-auth", users={"alice": "secret"})
     yield b
-    b.stop()
+    b.close()
 
 
 @pytest.fixture

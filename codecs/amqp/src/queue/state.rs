@@ -180,28 +180,33 @@ impl Queue {
         std::mem::take(&mut self.dead_letters)
     }
 
-    /// Stores a published message. Its TTL is the smaller of `x-message-ttl` and its
-    /// `expiration` property; a malformed `expiration` is 406. When the queue is full,
-    /// `x-overflow` decides: drop (or dead-letter) the oldest ready messages, or refuse this
-    /// one.
+    /// Stores a published message at the next offset of its own. Its TTL is the smaller of
+    /// `x-message-ttl` and its `expiration` property; a malformed `expiration` is 406. When
+    /// the queue is full, `x-overflow` decides: drop (or dead-letter) the oldest ready
+    /// messages, or refuse this one.
     pub fn publish(&mut self, message: Message, now: u64) -> Result<PublishOutcome, QueueError> {
-        let ttl = match message.properties.expiration() {
-            Some(exp) => Some(parse_expiration(exp.as_str())?),
-            None => None,
-        };
-        let ttl = match (ttl, self.args.message_ttl) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.publish_at(self.next_offset, message, now)
+    }
+
+    /// Stores a published message at `offset`, which the caller chose: the offset of the record
+    /// in the stream backing a durable queue, so that the queue's ids are the stream's offsets.
+    /// Offsets must grow with each call (the caller appends and publishes under one lock);
+    /// offsets skipped (refused publishes, other records) are simply never held.
+    pub fn publish_at(
+        &mut self,
+        offset: Offset,
+        message: Message,
+        now: u64,
+    ) -> Result<PublishOutcome, QueueError> {
+        let ttl = self.ttl_of(&message)?;
         let size = message.body.len() as u64;
-        if self.args.overflow != Overflow::DropHead && self.would_overflow(size) {
+        if self.rejects_publish(size) {
             if self.args.overflow == Overflow::RejectPublishDlx {
                 self.dead_letter_message(&message, DeathReason::MaxLen, now);
             }
             return Ok(PublishOutcome::Rejected);
         }
-        let offset = self.next_offset;
-        self.next_offset += 1;
+        self.next_offset = self.next_offset.max(offset.saturating_add(1));
         self.entries.insert(
             offset,
             Entry {
@@ -215,6 +220,70 @@ impl Queue {
         self.mark_ready(offset);
         self.drop_head_over_limits(now);
         Ok(PublishOutcome::Enqueued(offset))
+    }
+
+    /// Puts back a message read from the queue's stream at start: `published_at` (the record's
+    /// timestamp) is when its TTL started, and `redelivered` says whether it may have been
+    /// delivered before the restart. Limits are applied as after a publish.
+    pub fn restore(
+        &mut self,
+        offset: Offset,
+        message: Message,
+        published_at: u64,
+        redelivered: bool,
+        now: u64,
+    ) {
+        let ttl = self.ttl_of(&message).ok().flatten();
+        self.next_offset = self.next_offset.max(offset.saturating_add(1));
+        self.entries.insert(
+            offset,
+            Entry {
+                message: Arc::new(message),
+                expires_at: ttl.map(|ttl| published_at.saturating_add(ttl)),
+                redelivered,
+                delivery_count: 0,
+                state: State::Ready,
+            },
+        );
+        self.mark_ready(offset);
+        self.drop_head_over_limits(now);
+    }
+
+    /// Raises the offset the next [`Queue::publish`] gets (a durable queue starts at its
+    /// stream's high watermark). Never lowers it.
+    pub fn set_next_offset(&mut self, offset: Offset) {
+        self.next_offset = self.next_offset.max(offset);
+    }
+
+    /// The smaller of `x-message-ttl` and the message's `expiration`, in ms.
+    fn ttl_of(&self, message: &Message) -> Result<Option<u64>, QueueError> {
+        let ttl = match message.properties.expiration() {
+            Some(exp) => Some(parse_expiration(exp.as_str())?),
+            None => None,
+        };
+        Ok(match (ttl, self.args.message_ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Whether a publish of `size` body bytes would be refused now (`x-overflow` =
+    /// `reject-publish(-dlx)` and the queue full), so that a durable queue can refuse before
+    /// appending to its stream.
+    pub fn rejects_publish(&self, size: u64) -> bool {
+        self.args.overflow != Overflow::DropHead && self.would_overflow(size)
+    }
+
+    /// When the message at the head expires, if it has a TTL: the moment to run
+    /// [`Queue::expire`] (it expires strictly after this instant).
+    pub fn next_expiry(&self) -> Option<u64> {
+        let head = self.ready.first()?;
+        self.entries.get(head)?.expires_at
+    }
+
+    /// Offsets held (ready or unacknowledged), in order: what a restart must restore.
+    pub fn held_offsets(&self) -> impl Iterator<Item = Offset> + '_ {
+        self.entries.keys().copied()
     }
 
     fn would_overflow(&self, incoming: u64) -> bool {
@@ -362,14 +431,15 @@ impl Queue {
     }
 
     /// Hands the head message to the next consumer in round-robin order that can take it:
-    /// its prefetch has room, and `delivery_tag` — the channel's tag allocator, which returns
-    /// `None` when the channel itself has no credit (global `basic.qos`, `channel.flow`) —
-    /// gives it a tag. Expired messages at the head are dropped first. `None` when nothing is
-    /// ready or no consumer can take more.
+    /// its prefetch has room, and `delivery_tag` — the tag allocator of the consumer's channel,
+    /// which returns `None` when the channel itself has no credit (global `basic.qos`,
+    /// `channel.flow`) — gives it a tag. The allocator sees the whole consumer, so that a
+    /// no-ack consumer is not held back by its channel's prefetch. Expired messages at the head
+    /// are dropped first. `None` when nothing is ready or no consumer can take more.
     pub fn next_delivery(
         &mut self,
         now: u64,
-        delivery_tag: &mut dyn FnMut(ChannelKey) -> Option<u64>,
+        delivery_tag: &mut dyn FnMut(&Consumer) -> Option<u64>,
     ) -> Option<Delivery> {
         self.expire(now);
         let head = self.ready.first().copied()?;
@@ -380,7 +450,7 @@ impl Queue {
             if !consumer.has_credit() {
                 continue;
             }
-            let Some(tag) = delivery_tag(consumer.channel) else {
+            let Some(tag) = delivery_tag(consumer) else {
                 continue;
             };
             self.cursor = (at + 1) % n;
@@ -398,7 +468,7 @@ impl Queue {
     pub fn deliver_all(
         &mut self,
         now: u64,
-        delivery_tag: &mut dyn FnMut(ChannelKey) -> Option<u64>,
+        delivery_tag: &mut dyn FnMut(&Consumer) -> Option<u64>,
     ) -> Vec<Delivery> {
         let mut out = Vec::new();
         while let Some(delivery) = self.next_delivery(now, delivery_tag) {

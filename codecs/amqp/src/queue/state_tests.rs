@@ -21,8 +21,9 @@ struct Tags {
 }
 
 impl Tags {
-    fn alloc(&mut self) -> impl FnMut(ChannelKey) -> Option<u64> + '_ {
-        |ch| {
+    fn alloc(&mut self) -> impl FnMut(&Consumer) -> Option<u64> + '_ {
+        |c| {
+            let ch = c.channel;
             if self.blocked.contains(&ch) {
                 return None;
             }
