@@ -52,11 +52,26 @@ impl Record {
     }
 }
 
-/// Builds one uncompressed v2 batch from records, as a non-transactional, non-idempotent
-/// producer would (producer id -1). Offsets are relative; the backend assigns the base.
-#[derive(Debug, Default)]
+/// Builds one uncompressed v2 batch from records, as a non-transactional producer would: not
+/// idempotent (producer id -1) unless [`BatchBuilder::idempotent`] says otherwise. Offsets are
+/// relative; the backend assigns the base.
+#[derive(Debug)]
 pub struct BatchBuilder {
     records: Vec<Record>,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
 }
 
 fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
@@ -76,6 +91,15 @@ impl BatchBuilder {
 
     pub fn push(&mut self, record: Record) -> &mut Self {
         self.records.push(record);
+        self
+    }
+
+    /// Marks the batch as written by an idempotent producer, with the sequence number of its
+    /// first record.
+    pub fn idempotent(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> &mut Self {
+        self.producer_id = producer_id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
         self
     }
 
@@ -125,9 +149,9 @@ impl BatchBuilder {
         out.put_i32(count - 1);
         out.put_i64(base_ts);
         out.put_i64(max_ts);
-        out.put_i64(-1);
-        out.put_i16(-1);
-        out.put_i32(-1);
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.base_sequence);
         out.put_i32(count);
         out.extend_from_slice(&body);
         let crc = crc32c::crc32c(&out[21..]);

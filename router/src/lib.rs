@@ -20,7 +20,7 @@ use switchboard_storage::{Appended, Bounds, Durability, ReadChunk, SharedStorage
 pub use meta::{MetaError, MetaStore};
 use partition::PartitionHandle;
 pub use partition::Waiter;
-use producers::SequenceCheck;
+use producers::{ProducerStates, SequenceCheck};
 pub use retention::{RetentionDefaults, spawn_retention};
 pub use table::{Applied, Command, CommittedOffset, OffsetCommit, Rejection, StreamMeta};
 
@@ -118,11 +118,52 @@ impl Router {
             return Err(RouterError::UnknownPartition(tp.clone()));
         }
         let bounds = self.storage.open_partition(tp).await?;
+        let producers = self.recent_producers(tp, bounds.high_watermark).await;
         let mut handles = self.handles();
-        let h = handles
-            .entry(tp.clone())
-            .or_insert_with(|| Arc::new(PartitionHandle::new(bounds.high_watermark)));
+        let h = handles.entry(tp.clone()).or_insert_with(|| {
+            Arc::new(PartitionHandle::with_producers(
+                bounds.high_watermark,
+                producers,
+            ))
+        });
         Ok(h.clone())
+    }
+
+    /// Rebuilds idempotent-producer state from the batches written in the last
+    /// [`PRODUCER_STATE_WINDOW_MS`], so that a producer retrying across a broker restart gets
+    /// its original offsets back instead of a duplicate. Retries older than that cannot happen:
+    /// producers give up after `delivery.timeout.ms` (2 minutes by default). Best effort: a read
+    /// error leaves the state empty, as before this existed.
+    async fn recent_producers(
+        &self,
+        tp: &TopicPartition,
+        high_watermark: Offset,
+    ) -> ProducerStates {
+        let mut states = ProducerStates::default();
+        let since = now_ms() - PRODUCER_STATE_WINDOW_MS;
+        let Ok(Some((mut from, _))) = self.storage.offset_for_timestamp(tp, since).await else {
+            return states;
+        };
+        let mut budget = PRODUCER_STATE_READ_BYTES;
+        while from < high_watermark && budget > 0 {
+            let Ok(chunk) = self.storage.read(tp, from, budget.min(1 << 20)).await else {
+                break;
+            };
+            if chunk.batches.is_empty() {
+                break;
+            }
+            for bytes in &chunk.batches {
+                budget = budget.saturating_sub(bytes.len());
+                let Ok(h) = switchboard_model::batch::peek_header(bytes) else {
+                    return states;
+                };
+                if h.producer_id >= 0 && h.base_offset >= 0 {
+                    states.record(&h, h.base_offset as Offset);
+                }
+                from = from.max(h.base_offset.max(0) as Offset + h.offset_count());
+            }
+        }
+        states
     }
 
     /// Creates a stream and its partitions.
@@ -384,5 +425,71 @@ fn topic_id(name: &StreamName) -> u128 {
     id
 }
 
+/// How far back producer state is rebuilt when a partition is opened.
+pub const PRODUCER_STATE_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// Most bytes read to rebuild producer state of one partition.
+const PRODUCER_STATE_READ_BYTES: usize = 64 << 20;
+
 /// How long a fetch may wait at most, whatever the client asks (bounded waits only).
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use switchboard_memory::MemoryStorage;
+    use switchboard_model::{BatchBuilder, Record};
+
+    fn idempotent_batch(producer_id: i64, base_sequence: i32, n: usize) -> RecordBatch {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(Record::new(
+                None,
+                Some(Bytes::from(format!("v{i}"))),
+                now_ms(),
+            ));
+        }
+        b.idempotent(producer_id, 0, base_sequence);
+        b.build().expect("a batch")
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_restart_gets_its_original_offsets() {
+        let storage: SharedStorage = Arc::new(MemoryStorage::new());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = MetaStore::open(dir.path()).await.expect("meta");
+        let router = Router::new(meta.clone(), storage.clone());
+        let name = StreamName::new("idem").expect("name");
+        router
+            .create_stream(name.clone(), 1, BTreeMap::new())
+            .await
+            .expect("create");
+        let tp = TopicPartition::new(name, 0);
+        router
+            .append(&tp, vec![idempotent_batch(7, 0, 3)], Durability::Buffered)
+            .await
+            .expect("append");
+        let second = router
+            .append(&tp, vec![idempotent_batch(7, 3, 2)], Durability::Buffered)
+            .await
+            .expect("append");
+
+        // A new router over the same storage: the broker restarted.
+        let restarted = Router::new(meta, storage);
+        let retry = restarted
+            .append(&tp, vec![idempotent_batch(7, 3, 2)], Durability::Buffered)
+            .await
+            .expect("retry answered");
+        assert_eq!(retry, second);
+        assert_eq!(
+            restarted.bounds(&tp).await.expect("bounds").high_watermark,
+            5
+        );
+        // And the producer continues where it left off.
+        let next = restarted
+            .append(&tp, vec![idempotent_batch(7, 5, 1)], Durability::Buffered)
+            .await
+            .expect("next batch");
+        assert_eq!(next.base_offset, 5);
+    }
+}

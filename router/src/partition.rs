@@ -36,9 +36,9 @@ pub(crate) struct PartitionHandle {
 }
 
 impl PartitionHandle {
-    pub(crate) fn new(high_watermark: u64) -> Self {
+    pub(crate) fn with_producers(high_watermark: u64, producers: ProducerStates) -> Self {
         Self {
-            producers: tokio::sync::Mutex::new(ProducerStates::default()),
+            producers: tokio::sync::Mutex::new(producers),
             waiters: Mutex::new(Vec::new()),
             high_watermark: AtomicU64::new(high_watermark),
         }
