@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -175,6 +175,29 @@ impl Io {
         }
     }
 
+    /// Reads what is already readable without waiting; true if anything was read.
+    fn drain_ready(&mut self, buf: &mut BytesMut) -> bool {
+        let mut got = false;
+        match self {
+            Io::Tcp(s) => loop {
+                if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match s.try_read_buf(buf) {
+                    Ok(n) if n > 0 => got = true,
+                    _ => return got,
+                }
+            },
+            Io::Ws(ws) => {
+                while let Some(Some(Ok(WsMessage::Binary(data)))) = ws.next().now_or_never() {
+                    buf.extend_from_slice(&data);
+                    got = true;
+                }
+                got
+            }
+        }
+    }
+
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Io::Tcp(s) => s.write_all(data).await,
@@ -320,7 +343,16 @@ async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) 
             _ = tokio::time::sleep_until(deadline) => {
                 return Ending::server(wire::reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
             }
-            _ = kick.cancelled() => return session.kick_reason(),
+            _ = kick.cancelled() => {
+                // Packets the client sent before it was taken over (a PUBREC, say) are still
+                // in the socket: handle them, so the session is handed over with them.
+                if io.drain_ready(&mut buf)
+                    && let Err(e) = handle_buffered(session, &mut buf, version, max).await
+                {
+                    tracing::debug!(ending = ?e, "while draining a connection taken over");
+                }
+                return session.kick_reason();
+            }
         }
     }
 }

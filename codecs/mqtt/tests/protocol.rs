@@ -473,3 +473,18 @@ async fn a_session_that_took_over_a_clean_one_can_itself_be_taken_over() {
             .all(|p| matches!(p, Packet::Publish(_)))
     );
 }
+
+#[tokio::test]
+async fn reconnecting_right_after_disconnect_resumes_the_session() {
+    let server = TestServer::start().await;
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        for round in 0..20 {
+            let mut connect = connect_packet(v, &format!("quick-{v:?}"), false);
+            connect.properties.session_expiry_interval = Some(300);
+            let (mut c, ack) = RawClient::connect(server.addr, connect.clone()).await;
+            assert_eq!(ack.session_present, round > 0, "{v:?} round {round}");
+            c.send(&Packet::Disconnect(Disconnect::default())).await;
+            assert!(c.until_closed().await.is_empty());
+        }
+    }
+}

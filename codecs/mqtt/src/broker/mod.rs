@@ -206,13 +206,18 @@ impl Broker {
             Durability::Buffered
         };
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
+        let retained: Vec<(String, Option<Vec<u8>>)> = msgs
+            .iter()
+            .filter(|m| m.retain)
+            .filter_map(|m| Some((m.topic.clone(), self.retained.remember(m)?)))
+            .collect();
         for (tp, builder) in by_partition {
             if let Some(batch) = builder.build() {
                 self.router.append(&tp, vec![batch], durability).await?;
             }
         }
-        for m in msgs.into_iter().filter(|m| m.retain) {
-            self.retained.set(&self.router, m).await?;
+        for (topic, change) in retained {
+            self.retained.persist(&self.router, &topic, change).await?;
         }
         Ok(())
     }

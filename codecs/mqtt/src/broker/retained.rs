@@ -33,19 +33,26 @@ impl RetainedStore {
         }
     }
 
-    /// Replaces the topic's retained message, or clears it when the payload is empty (§3.3.1.3).
-    pub(crate) async fn set(&self, router: &Router, m: Message) -> Result<(), RouterError> {
-        let topic = m.topic.clone();
+    /// Replaces the topic's retained message in memory, or clears it when the payload is empty
+    /// (§3.3.1.3). Returns what [`RetainedStore::persist`] must write: done before the message
+    /// is appended, so that a client that saw it live finds it retained when it subscribes.
+    pub(crate) fn remember(&self, m: &Message) -> Option<Option<Vec<u8>>> {
         if m.payload.is_empty() {
-            let existed = self.write().remove(&topic).is_some();
-            if existed {
-                router.put(SPACE, &topic, None).await?;
-            }
-            return Ok(());
+            let existed = self.write().remove(&m.topic).is_some();
+            return existed.then_some(None);
         }
-        let encoded = encode(&m);
-        self.write().insert(topic.clone(), Arc::new(m));
-        router.put(SPACE, &topic, Some(encoded)).await
+        self.write().insert(m.topic.clone(), Arc::new(m.clone()));
+        Some(Some(encode(m)))
+    }
+
+    /// Writes a change made by [`RetainedStore::remember`] to the routing table.
+    pub(crate) async fn persist(
+        &self,
+        router: &Router,
+        topic: &str,
+        change: Option<Vec<u8>>,
+    ) -> Result<(), RouterError> {
+        router.put(SPACE, topic, change).await
     }
 
     /// Unexpired retained messages whose topic matches `filter`.
