@@ -7,8 +7,13 @@ The MQTT tests run against the broker chosen with `--mqtt-broker`: `switchboard`
 or `mosquitto`, the reference broker (Debian's /usr/sbin/mosquitto, started by the fixture on
 free ports). Tests marked `switchboard_only` (cross-protocol behaviour) are skipped under
 mosquitto.
+
+The AMQP tests run against the broker chosen with `--amqp-broker`: `switchboard` (the default)
+or `rabbitmq`, the reference broker (Debian's rabbitmq-server: one private node per session, on
+free ports). Tests marked `amqp_switchboard_only` are skipped under rabbitmq.
 """
 import functools
+import itertools
 import os
 import shutil
 import signal
@@ -73,16 +78,19 @@ def binary_config_keys() -> frozenset:
 class Server:
     """One switchboard process; can be killed with SIGKILL and restarted on the same ports."""
 
-    def __init__(self, data_dir: Path, extra_sets=(), mqtt=False, config_file=None):
+    def __init__(self, data_dir: Path, extra_sets=(), mqtt=False, config_file=None, amqp=False):
         """mqtt: the test needs the MQTT listeners (their ports are then always passed, and the
         start waits for them); otherwise they are passed only when the binary has those keys,
-        so that no server binds the default MQTT port. config_file: given as `--config`."""
+        so that no server binds the default MQTT port. amqp: the same for the AMQP listener.
+        config_file: given as `--config`."""
         self.data_dir = data_dir
         self.kafka_port = free_port()
         self.admin_port = free_port()
         self.mqtt_port = free_port()
         self.ws_port = free_port()
+        self.amqp_port = free_port()
         self.mqtt = mqtt
+        self.amqp = amqp
         self.config_file = config_file
         self.extra_sets = list(extra_sets)
         self.proc = None
@@ -107,6 +115,8 @@ class Server:
             sets.append(f"mqtt.listen=127.0.0.1:{self.mqtt_port}")
         if self.mqtt or "mqtt.ws_listen" in known:
             sets.append(f"mqtt.ws_listen=127.0.0.1:{self.ws_port}")
+        if self.amqp or "amqp.listen" in known:
+            sets.append(f"amqp.listen=127.0.0.1:{self.amqp_port}")
         sets += self.extra_sets
         out = [binary(), "serve", "--data-dir", str(self.data_dir)]
         if self.config_file is not None:
@@ -129,6 +139,9 @@ class Server:
                             left = max(1.0, deadline - time.time())
                             for port in (self.mqtt_port, self.ws_port):
                                 wait_for_port(port, self.is_alive, self.log_tail, left)
+                        if self.amqp:
+                            left = min(AMQP_LISTEN_TIMEOUT, max(1.0, deadline - time.time()))
+                            wait_for_amqp(self.amqp_port, self.is_alive, self.log_tail, left)
                         return self
             except OSError:
                 time.sleep(0.1)
@@ -189,15 +202,28 @@ def pytest_addoption(parser):
         "--mqtt-broker", choices=("switchboard", "mosquitto"), default="switchboard",
         help="broker the MQTT tests run against: switchboard (default) or Debian's mosquitto, "
              "the reference broker")
+    parser.addoption(
+        "--amqp-broker", choices=("switchboard", "rabbitmq"), default="switchboard",
+        help="broker the AMQP tests run against: switchboard (default) or Debian's "
+             "rabbitmq-server, the reference broker (one private node per session)")
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "switchboard_only: behaviour only Switchboard has (MQTT <-> Kafka); "
                    "skipped under --mqtt-broker=mosquitto")
+    config.addinivalue_line(
+        "markers", "amqp_switchboard_only: behaviour only Switchboard has (AMQP <-> MQTT / "
+                   "Kafka); skipped under --amqp-broker=rabbitmq")
 
 
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--amqp-broker") == "rabbitmq":
+        skip_amqp = pytest.mark.skip(reason="switchboard-only (cross-protocol) behaviour; "
+                                            "the suite runs with --amqp-broker=rabbitmq")
+        for item in items:
+            if "amqp_switchboard_only" in item.keywords:
+                item.add_marker(skip_amqp)
     if config.getoption("--mqtt-broker") != "mosquitto":
         return
     skip = pytest.mark.skip(reason="switchboard-only (cross-protocol) behaviour; "
@@ -386,5 +412,291 @@ def peers():
     from mqttkit import Peers
 
     made = Peers()
+    yield made
+    made.close_all()
+
+
+# ----------------------------------------------------------------------------------------------
+# AMQP 0-9-1: the broker under test.
+#
+# `--amqp-broker` picks `switchboard` (the default: a fresh `switchboard serve` per test, with
+# its AMQP, MQTT and Kafka listeners on free ports) or `rabbitmq`, the reference broker: one
+# private node of Debian's rabbitmq-server per session (it takes seconds to start), with its
+# own epmd, on free ports. Tests share that node and keep apart by unique queue and exchange
+# names. Tests marked `amqp_switchboard_only` (cross-protocol behaviour) are skipped under
+# rabbitmq.
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+AMQP_PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+# Seconds a switchboard whose admin endpoint is healthy gets to open its AMQP port.
+AMQP_LISTEN_TIMEOUT = 10.0
+
+
+def wait_for_amqp(port, is_alive, describe, timeout):
+    """Waits until 127.0.0.1:port answers the AMQP 0-9-1 protocol header with a method frame on
+    channel 0 (connection.start): a listening socket alone does not mean the broker is up."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not is_alive():
+            raise RuntimeError(f"exited before serving AMQP on {port}: {describe()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(AMQP_PROTOCOL_HEADER)
+                head = b""
+                while len(head) < 7:
+                    chunk = s.recv(7 - len(head))
+                    if not chunk:
+                        break
+                    head += chunk
+                if len(head) == 7 and head[0] == 1 and head[1:3] == b"\x00\x00":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"no AMQP connection.start on {port} after {timeout} s: {describe()}")
+
+
+class RabbitMQ:
+    """A private RabbitMQ node (Debian's rabbitmq-server, run in the foreground as the current
+    user) on free loopback ports, with its own epmd, cookie, data and logs in `workdir`.
+    `restart()` keeps ports, node name and data (so durable queues and persistent messages
+    come back); `kill9()` kills the node's process group."""
+
+    kind = "rabbitmq"
+    host = "127.0.0.1"
+    _made = itertools.count()
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"rabbit-test-{os.getpid()}-{next(self._made)}@localhost"
+        self.log_path = self.dir / "rabbitmq-server.log"
+        self.proc = None
+        self.epmd = None
+        self.started_in = None  # seconds the last start took
+        conf = self.dir / "rabbitmq.conf"
+        conf.write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+                        "log.file.level = info\n")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+        self.env = {
+            **os.environ,
+            # The Erlang cookie lives in $HOME; rabbitmqctl finds it there too.
+            "HOME": str(self.dir),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(conf),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+    def _start_epmd(self, timeout):
+        """epmd as a child of ours (`-port` keeps it in the foreground), so it ends with the
+        session; the node finds it through ERL_EPMD_PORT instead of daemonising its own."""
+        if self.epmd is not None and self.epmd.poll() is None:
+            return
+        with open(self.dir / "epmd.log", "ab") as log:
+            self.epmd = subprocess.Popen([shutil.which("epmd") or "epmd", "-port",
+                                          str(self.epmd_port)], env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for_port(self.epmd_port, lambda: self.epmd.poll() is None,
+                      lambda: f"epmd exited with {self.epmd.returncode}", timeout)
+
+    def start(self, timeout=60.0):
+        began = time.monotonic()
+        self._start_epmd(timeout)
+        # A session of its own: kill9() ends the wrapper shell and the Erlang VM together.
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([RABBITMQ_SERVER], env=self.env, cwd=self.dir,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_amqp(self.port, self.is_alive, self.log_tail, timeout)
+        except RuntimeError:
+            self.kill9()
+            raise
+        self.started_in = time.monotonic() - began
+        return self
+
+    def kill9(self):
+        if self.proc is None:
+            return
+        # The Erlang VM first (its OS pid is in the pid file), so that the wrapper shell reaps
+        # it and leaves; then whatever is left of the node's process group.
+        try:
+            beam = int((self.dir / "rabbitmq.pid").read_text().strip())
+            if os.getpgid(beam) == self.proc.pid:
+                os.kill(beam, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        """Clean shutdown: the wrapper script turns SIGTERM into a node stop."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        elif self.proc is not None:
+            self.kill9()  # the wrapper is gone; make sure the VM is too
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def close(self):
+        """End of session: nothing to keep."""
+        self.kill9()
+        if self.epmd is not None and self.epmd.poll() is None:
+            self.epmd.terminate()
+            try:
+                self.epmd.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.epmd.kill()
+                self.epmd.wait()
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=4000) -> str:
+        parts = []
+        for path in (self.log_path, self.dir / "log" / f"{self.node}.log"):
+            try:
+                parts.append(path.read_text(errors="replace")[-n:])
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+
+class SwitchboardAmqp:
+    """A switchboard server seen as an AMQP broker; `.server` is the Server (Kafka, MQTT)."""
+
+    kind = "switchboard"
+    host = "127.0.0.1"
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @property
+    def port(self):
+        return self.server.amqp_port
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+    @property
+    def bootstrap(self):
+        return self.server.bootstrap
+
+    def start(self):
+        self.server.start()
+        return self
+
+    def kill9(self):
+        self.server.kill9()
+
+    def stop(self):
+        self.server.stop()
+
+    def restart(self):
+        self.server.stop()
+        self.server.start()
+        return self
+
+    def close(self):
+        self.server.stop()
+
+    def is_alive(self) -> bool:
+        return self.server.is_alive()
+
+    def log_tail(self, n=4000) -> str:
+        return self.server.log_tail(n)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory):
+    """The session's RabbitMQ node, started on first use."""
+    if not os.path.exists(RABBITMQ_SERVER) or shutil.which("epmd") is None:
+        pytest.skip("rabbitmq-server not installed (scripts/setup installs it)")
+    failures = []
+    for _ in range(3):
+        # Fresh ports each time: the node binds them seconds after free_port() picked them, and
+        # another process may have taken one meanwhile (the node then exits).
+        node = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+        try:
+            node.start()
+            break
+        except RuntimeError as e:
+            node.close()
+            failures.append(str(e))
+    else:
+        raise RuntimeError("RabbitMQ did not start:\n" + "\n---\n".join(failures))
+    yield node
+    node.close()
+
+
+# Set when a healthy switchboard never opened its AMQP port: later tests fail at once instead
+# of waiting again (until the AMQP listener is wired into `serve`, every test would wait).
+_amqp_listener_missing = []
+
+
+@pytest.fixture
+def amqp_broker(request, tmp_path):
+    """The broker chosen with --amqp-broker: `.host`, `.port`, `.kind`, `.url`, `restart()`,
+    `kill9()` (then `restart()`)."""
+    if request.config.getoption("--amqp-broker") == "rabbitmq":
+        node = request.getfixturevalue("rabbitmq_node")
+        if not node.is_alive():  # an earlier restart or kill -9 test left it down
+            node.start()
+        yield node
+        return
+    if _amqp_listener_missing:
+        pytest.fail(_amqp_listener_missing[0], pytrace=False)
+    server = Server(tmp_path / "amqp-data", mqtt=True, amqp=True)
+    try:
+        server.start()
+    except RuntimeError as e:
+        if server.is_alive():
+            _amqp_listener_missing.append(f"switchboard serves no AMQP on --set amqp.listen "
+                                          f"(seen in an earlier test): {e}")
+        server.stop()
+        raise
+    b = SwitchboardAmqp(server)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def conns():
+    """conns(broker, **connection params) -> an open pika BlockingConnection; all closed after
+    the test."""
+    from amqpkit import Connections
+
+    made = Connections()
     yield made
     made.close_all()

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 V31, V311, V5 = mqtt.MQTTv31, mqtt.MQTTv311, mqtt.MQTTv5
 VERSION_NAMES = {V31: "v31", V311: "v311", V5: "v5"}

@@ -1,21 +1,31 @@
 //! AMQP 0-9-1 front end.
 //!
-//! Three tiers, as DESIGN.md asks, of which this crate holds the first two so far:
+//! Three tiers, as DESIGN.md asks:
 //!
 //! - [`wire`]: pure, sans-I/O framing on top of `amq-protocol`'s frame types, parser and
 //!   generator: decode and encode frames, the protocol header, the frames the broker sends,
 //!   content assembly and SASL responses.
-//! - [`model`]: exchanges, bindings and routing (direct, fanout, topic, headers, exchange to
-//!   exchange), and the MQTT ↔ AMQP topic translation used by `amq.topic`.
-//! - [`queue`]: the state machine of one queue: ready and unacknowledged messages, consumers with
-//!   prefetch, acks, requeue, TTL, length limits and dead-lettering.
+//! - [`session`]: the per-connection state machine (handshake, channels, every class's
+//!   methods), over the broker-wide state in [`broker`]: vhosts, exchanges and queues
+//!   ([`model`], [`queue`]), the publish path, dispatch to consumers, durability.
+//! - [`conn`]: the socket loop: buffers, frame size limits, heartbeats.
 //!
-//! The `session` (connection and channel state machines) and `conn` (the socket loop) tiers come
-//! next and build on these. Every error type maps to an AMQP reply code through [`ReplyCode`].
+//! Every error type maps to an AMQP reply code through [`ReplyCode`], and the session closes
+//! channels and connections through one [`error::AmqpError`].
 
+pub mod broker;
+pub mod conn;
+pub mod error;
+pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 mod reply;
+pub mod session;
+pub mod settings;
 pub mod wire;
 
+pub use broker::{AmqpBroker, Published};
+pub use metrics::AmqpMetrics;
 pub use reply::{ErrorScope, ReplyCode};
+pub use settings::AmqpSettings;

@@ -11,4 +11,4 @@ mod state;
 pub use args::{Overflow, QueueArguments};
 pub use error::QueueError;
 pub use message::{ChannelKey, ConsumerId, DeadLetter, DeathReason, Delivery, Message, Offset};
-pub use state::{Consumer, OnCancel, PublishOutcome, Queue};
+pub use state::{Consumer, OnCancel, PublishOutcome, Queue, parse_expiration};

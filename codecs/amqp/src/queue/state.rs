@@ -694,7 +694,7 @@ impl Queue {
 }
 
 /// `expiration` is a string of milliseconds (RabbitMQ's per-message TTL): digits only.
-fn parse_expiration(value: &str) -> Result<u64, QueueError> {
+pub fn parse_expiration(value: &str) -> Result<u64, QueueError> {
     let invalid = || QueueError::InvalidExpiration {
         value: value.to_owned(),
     };

@@ -1,0 +1,245 @@
+//! The socket loop: it owns the read buffer, checks the protocol header, enforces the
+//! negotiated frame size, the handshake deadline and heartbeats, and hands decoded frames to
+//! the [`Session`]; it writes what the session queued and wakes it when queues push
+//! deliveries.
+//!
+//! An idle connection holds no read buffer: it waits for readability and only then reserves
+//! one, and gives it back once every byte is consumed, so idle clients stay cheap.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::ReplyCode;
+use crate::broker::AmqpBroker;
+use crate::session::{Phase, Session};
+use crate::wire::{self, AMQPFrame, HeaderCheck, PROTOCOL_HEADER};
+
+/// Bytes reserved for a read when the buffer has no room.
+const READ_CHUNK: usize = 16 * 1024;
+/// Frames decoded before the session handles them as one group (and confirms them).
+const MAX_FRAMES_PER_ROUND: usize = 1024;
+/// A buffer that grew past this is dropped once empty rather than kept.
+const KEEP_BUFFER: usize = 256 * 1024;
+/// How long the server waits for `close-ok` after sending `connection.close`.
+const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
+
+/// Accepts connections until `cancel` fires; each runs in `tracker`.
+pub async fn serve_listener(
+    broker: Arc<AmqpBroker>,
+    listener: TcpListener,
+    max_connections: usize,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "amqp accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = max_connections, "amqp connection limit reached; closing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let span = tracing::info_span!("amqp_conn", %peer);
+        tracker.spawn(
+            async move {
+                serve_connection(&broker, stream, peer).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Reads what is available into `buf`; `Ok(0)` at end of stream.
+async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn serve_connection(broker: &Arc<AmqpBroker>, mut stream: TcpStream, peer: SocketAddr) {
+    let deadline = Instant::now() + broker.settings.connect_timeout;
+    let mut buf = BytesMut::new();
+    loop {
+        match wire::check_protocol_header(&buf) {
+            HeaderCheck::Ok => break,
+            HeaderCheck::Wrong => {
+                // §4.2.2: answer with the header we speak, then close.
+                broker.metrics.connections_refused.inc();
+                tracing::info!("closing: not an AMQP 0-9-1 protocol header");
+                let _ = stream.write_all(&PROTOCOL_HEADER).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            HeaderCheck::NeedMore => {}
+        }
+        match tokio::time::timeout_at(deadline, read(&mut stream, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+    let _ = buf.split_to(PROTOCOL_HEADER.len());
+    let mut session = Session::new(broker.clone(), peer);
+    run(
+        &mut session,
+        &mut stream,
+        buf,
+        deadline,
+        broker.cancel_token(),
+    )
+    .await;
+    if !session.out.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_OK_WAIT, stream.write_all(&session.out)).await;
+    }
+    let _ = stream.shutdown().await;
+    session.finish().await;
+}
+
+/// The connection's life after the protocol header, until the session is closed, the peer
+/// goes away or stays silent too long.
+async fn run(
+    session: &mut Session,
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    handshake_deadline: Instant,
+    cancel: &CancellationToken,
+) {
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let conn = session.conn().clone();
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut closing_deadline: Option<Instant> = None;
+    let mut shutting_down = false;
+    loop {
+        if !session.out.is_empty() {
+            if let Err(e) = stream.write_all(&session.out).await {
+                tracing::debug!(error = %e, "write failed");
+                return;
+            }
+            last_sent = Instant::now();
+            session.out.clear();
+            if session.out.capacity() > KEEP_BUFFER {
+                session.out = BytesMut::new();
+            }
+        }
+        let phase = session.phase();
+        if phase == Phase::Closed {
+            return;
+        }
+        if phase == Phase::Closing && closing_deadline.is_none() {
+            closing_deadline = Some(Instant::now() + CLOSE_OK_WAIT);
+        }
+        let heartbeat = session.heartbeat();
+        // §4.2.7: a peer that hears nothing for two heartbeat intervals closes the
+        // connection; the server sends one when it has been silent for half an interval.
+        let silent_until = match (closing_deadline, phase, heartbeat) {
+            (Some(at), _, _) => at,
+            (None, Phase::AwaitStartOk | Phase::AwaitTuneOk | Phase::AwaitOpen, _) => {
+                handshake_deadline
+            }
+            (None, _, Some(h)) => last_heard + 2 * h,
+            (None, _, None) => far,
+        };
+        let beat_at = heartbeat.map_or(far, |h| last_sent + h / 2);
+        tokio::select! {
+            r = read(stream, &mut buf) => {
+                match r {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "read failed");
+                        return;
+                    }
+                }
+                last_heard = Instant::now();
+                handle_buffered(session, &mut buf).await;
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+            }
+            _ = conn.notify.notified() => session.pump(),
+            _ = tokio::time::sleep_until(beat_at) => {
+                let _ = wire::encode_frame(&AMQPFrame::Heartbeat, &mut session.out);
+            }
+            _ = tokio::time::sleep_until(silent_until) => {
+                match phase {
+                    Phase::Closing => tracing::debug!("no close-ok in time"),
+                    Phase::Open => tracing::info!("missed heartbeats from client; closing"),
+                    _ => tracing::info!("handshake not finished in time; closing"),
+                }
+                return;
+            }
+            _ = cancel.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                session.server_close(ReplyCode::ConnectionForced, "broker shutdown");
+            }
+        }
+    }
+}
+
+/// Decodes and handles every complete frame in `buf`, in groups. During the handshake the
+/// frame limit changes with `tune-ok`, so frames are then handled one at a time.
+async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) {
+    loop {
+        let per_round = if session.phase() == Phase::Open {
+            MAX_FRAMES_PER_ROUND
+        } else {
+            1
+        };
+        let mut frames = Vec::new();
+        let mut failed = None;
+        while frames.len() < per_round {
+            match wire::decode_frame(buf, session.frame_max()) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let full = frames.len() == per_round;
+        // Frames before a bad one were valid and are handled (and confirmed).
+        session.handle(frames).await;
+        if let Some(e) = failed {
+            session.decode_error(e);
+            // What follows a bad frame cannot be trusted.
+            buf.clear();
+            return;
+        }
+        if !full || matches!(session.phase(), Phase::Closed) {
+            return;
+        }
+    }
+}
