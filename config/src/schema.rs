@@ -296,7 +296,10 @@ impl Config {
         }
         let amqp = &self.amqp;
         if amqp.vhosts.is_empty() || amqp.vhosts.iter().any(|v| !v.starts_with('/')) {
-            return Err(("amqp.vhosts", "must list at least one vhost, each starting with '/'".into()));
+            return Err((
+                "amqp.vhosts",
+                "must list at least one vhost, each starting with '/'".into(),
+            ));
         }
         if amqp.frame_max.bytes() < 4096 || amqp.frame_max.bytes() > u64::from(u32::MAX) {
             return Err(("amqp.frame_max", "must be between 4 KiB and 4 GiB".into()));

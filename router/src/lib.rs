@@ -9,6 +9,7 @@ mod partition;
 pub mod producers;
 mod retention;
 pub mod table;
+mod tail;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -3,6 +3,7 @@
 mod admin;
 #[cfg(target_os = "linux")]
 mod alloc;
+mod bridge;
 mod cli;
 mod serve;
 mod storage;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
+use switchboard_amqp::{AmqpBroker, AmqpMetrics, AmqpSettings};
 use switchboard_config::{Config, LogFormat};
 use switchboard_kafka::{
     ConnLimits, Coordinator, GroupSettings, KafkaContext, KafkaMetrics, KafkaSettings,
@@ -92,6 +93,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let amqp_listener = if config.amqp.enabled {
+        match bind("amqp", "amqp.listen", config.amqp.listen).await {
+            Ok(l) => Some(l),
+            Err(msg) => return Ok(bind_failed(&msg)),
+        }
+    } else {
+        None
+    };
     let admin_listener = if config.admin.enabled {
         match bind("admin", "admin.listen", config.admin.listen).await {
             Ok(l) => Some(l),
@@ -169,6 +178,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             tracker.clone(),
         ));
     }
+    let mut mqtt_broker = None;
     if mqtt_listener.is_some() || ws_listener.is_some() {
         let broker = Broker::start(
             router.clone(),
@@ -179,6 +189,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("starting the MQTT front end")?;
+        mqtt_broker = Some(broker.clone());
         let listeners = [
             (mqtt_listener, Transport::Tcp),
             (
@@ -200,6 +211,34 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 tracker.clone(),
             ));
         }
+    }
+    if let Some(listener) = amqp_listener {
+        let broker = AmqpBroker::start(
+            router.clone(),
+            amqp_settings(&config),
+            AmqpMetrics::new(&registry).context("registering amqp metrics")?,
+            cancel.clone(),
+            tracker.clone(),
+        )
+        .await
+        .context("starting the AMQP front end")?;
+        tracing::info!(addr = %listener.local_addr()?, "amqp listening");
+        if let Some(mqtt) = &mqtt_broker {
+            crate::bridge::link(
+                router.clone(),
+                mqtt.clone(),
+                broker.clone(),
+                cancel.clone(),
+                &tracker,
+            );
+        }
+        tracker.spawn(switchboard_amqp::conn::serve_listener(
+            broker,
+            listener,
+            config.amqp.max_connections,
+            cancel.clone(),
+            tracker.clone(),
+        ));
     }
     if let Some(listener) = admin_listener {
         tracing::info!(addr = %listener.local_addr()?, "admin HTTP listening");
@@ -229,6 +268,24 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     meta.shutdown().await.ok();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn amqp_settings(config: &Config) -> AmqpSettings {
+    let a = &config.amqp;
+    AmqpSettings {
+        users: config
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        vhosts: a.vhosts.clone(),
+        frame_max: u32::try_from(a.frame_max.bytes()).unwrap_or(u32::MAX),
+        channel_max: a.channel_max,
+        heartbeat: a.heartbeat.0,
+        max_message_size: a.max_message_size.as_usize(),
+        connect_timeout: a.connect_timeout.0,
+        loopback_only_users: a.loopback_only_users.clone(),
+    }
 }
 
 fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {

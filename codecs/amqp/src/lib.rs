@@ -25,7 +25,9 @@ pub mod session;
 pub mod settings;
 pub mod wire;
 
-pub use broker::{AmqpBroker, Published};
+/// The `amq-protocol` types this crate's API uses, for callers that build properties.
+pub use amq_protocol::{protocol::BasicProperties, types as amqp_types};
+pub use broker::{AmqpBroker, BRIDGED_EXCHANGE, BRIDGED_VHOST, Published, TopicBridge};
 pub use metrics::AmqpMetrics;
 pub use reply::{ErrorScope, ReplyCode};
 pub use settings::AmqpSettings;

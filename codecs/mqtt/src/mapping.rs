@@ -13,6 +13,7 @@
 //! | `content-type`         | Content Type                                              |
 //! | `mqtt.response-topic`  | Response Topic                                            |
 //! | `mqtt.correlation-data`| Correlation Data, raw bytes                               |
+//! | `mqtt.origin`          | the protocol a message was carried over from (`amqp`), so a link does not send it back |
 //! | any other name         | a user property of that name (repeats allowed)            |
 //!
 //! A user property whose name is one of the reserved names above, or starts with `mqtt.`, is
@@ -35,6 +36,7 @@ const PAYLOAD_FORMAT: &str = "mqtt.payload-format";
 const CONTENT_TYPE: &str = "content-type";
 const RESPONSE_TOPIC: &str = "mqtt.response-topic";
 const CORRELATION_DATA: &str = "mqtt.correlation-data";
+const ORIGIN: &str = "mqtt.origin";
 const USER_ESCAPE: &str = "mqtt.user.";
 
 /// A message inside the broker, whichever protocol produced it.
@@ -51,6 +53,9 @@ pub struct Message {
     pub expiry_at_ms: Option<i64>,
     /// Client id of the MQTT publisher, if it was one.
     pub publisher: Option<String>,
+    /// The protocol this message was carried over from by a link (`amqp` for the `amq.topic`
+    /// link); `None` for messages published here or written to the stream directly.
+    pub origin: Option<String>,
     pub timestamp_ms: i64,
 }
 
@@ -88,6 +93,9 @@ impl Message {
         }
         if let Some(at) = self.expiry_at_ms {
             r = r.with_header(EXPIRY_AT, text(&at.to_string()));
+        }
+        if let Some(o) = &self.origin {
+            r = r.with_header(ORIGIN, text(o));
         }
         let props = &self.properties;
         if let Some(f) = props.payload_format_indicator {
@@ -141,6 +149,7 @@ impl Message {
                 }
                 RETAIN => m.retain = text == Some("1"),
                 PUBLISHER => m.publisher = text.map(str::to_owned),
+                ORIGIN => m.origin = text.map(str::to_owned),
                 EXPIRY_AT => m.expiry_at_ms = text.and_then(|t| t.parse().ok()),
                 PAYLOAD_FORMAT => {
                     m.properties.payload_format_indicator = text.and_then(|t| t.parse().ok())
@@ -191,6 +200,7 @@ mod tests {
             },
             expiry_at_ms: Some(1_000_000),
             publisher: Some("client-1".into()),
+            origin: Some("amqp".into()),
             timestamp_ms: 42,
         }
     }

@@ -159,6 +159,7 @@ impl Session {
                     properties,
                     expiry_at_ms: expiry.map(|s| now + i64::from(s) * 1000),
                     publisher: Some(client_id.clone()),
+                    origin: None,
                     timestamp_ms: now,
                 };
                 Some((msg, if v.is_v5() { w.delay_interval } else { 0 }))
@@ -428,6 +429,7 @@ impl Session {
             properties,
             expiry_at_ms: expiry.map(|s| now + i64::from(s) * 1000),
             publisher: Some(self.client_id.clone()),
+            origin: None,
             timestamp_ms: now,
         });
         if p.qos != QoS::AtMostOnce {

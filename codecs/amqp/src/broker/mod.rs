@@ -123,7 +123,26 @@ impl Published {
     }
 }
 
+/// Where publishes to `amq.topic` in the default vhost also go: the MQTT topic space, which
+/// that exchange shares with MQTT (as RabbitMQ's MQTT plugin does). Set by the server when both
+/// front ends run; see [`AmqpBroker::set_topic_bridge`].
+pub trait TopicBridge: Send + Sync {
+    /// Stores the message under the MQTT topic for `routing_key`; false if it could not be
+    /// (the routing key has no MQTT form, or storing failed).
+    fn forward<'a>(
+        &'a self,
+        routing_key: &'a str,
+        properties: &'a BasicProperties,
+        body: &'a Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
+/// The exchange and vhost that [`TopicBridge`] links to MQTT.
+pub const BRIDGED_EXCHANGE: &str = "amq.topic";
+pub const BRIDGED_VHOST: &str = "/";
+
 pub struct AmqpBroker {
+    topic_bridge: std::sync::OnceLock<Arc<dyn TopicBridge>>,
     router: Arc<Router>,
     pub settings: AmqpSettings,
     pub metrics: AmqpMetrics,
@@ -151,6 +170,7 @@ impl AmqpBroker {
         }
         let vhosts = names.iter().map(|n| (n.clone(), VHost::new(n))).collect();
         let broker = Arc::new(Self {
+            topic_bridge: std::sync::OnceLock::new(),
             router,
             settings,
             metrics,
@@ -226,10 +246,50 @@ impl AmqpBroker {
             AmqpError::connection(ReplyCode::NotAllowed, format!("vhost '{vhost}' not found"))
         })?;
         let message = Message::new(exchange, routing_key, properties, body);
-        self.publish_message(vhost, message).await
+        self.route_and_store(vhost, message).await
     }
 
+    /// Links `amq.topic` of the default vhost with MQTT: publishes there are also forwarded to
+    /// `bridge`. Messages coming the other way enter through [`AmqpBroker::publish`], which
+    /// does not forward, so nothing loops. Set once; later calls are ignored.
+    pub fn set_topic_bridge(&self, bridge: Arc<dyn TopicBridge>) {
+        let _ = self.topic_bridge.set(bridge);
+    }
+
+    /// Whether anything is bound to `exchange` in `vhost`: the MQTT link skips routing
+    /// messages nobody would receive.
+    pub fn has_bindings(&self, vhost: &str, exchange: &str) -> bool {
+        self.vhost(vhost)
+            .is_some_and(|v| !v.lock().topology.bindings_from(exchange).is_empty())
+    }
+
+    /// A publish from an AMQP client: routed and stored like [`AmqpBroker::publish`], and for
+    /// `amq.topic` in the default vhost also forwarded to the MQTT topic space, where it
+    /// counts as routed.
     pub(crate) async fn publish_message(
+        self: &Arc<Self>,
+        vhost: &Arc<VHost>,
+        message: Message,
+    ) -> Result<Published, AmqpError> {
+        let bridge = self
+            .topic_bridge
+            .get()
+            .filter(|_| message.exchange == BRIDGED_EXCHANGE && vhost.name == BRIDGED_VHOST)
+            .cloned();
+        let Some(bridge) = bridge else {
+            return self.route_and_store(vhost, message).await;
+        };
+        let forwarded = bridge
+            .forward(&message.routing_key, &message.properties, &message.body)
+            .await;
+        let mut published = self.route_and_store(vhost, message).await?;
+        if forwarded {
+            published.stored += 1;
+        }
+        Ok(published)
+    }
+
+    async fn route_and_store(
         self: &Arc<Self>,
         vhost: &Arc<VHost>,
         message: Message,

@@ -486,7 +486,9 @@ impl Queue {
         now: u64,
         delivery_tag: impl FnOnce() -> u64,
     ) -> Option<Delivery> {
-        self.expire(now);
+        // A `get` is not a consumer waiting at the moment of publish: a message whose time is
+        // up now is expired for it (RabbitMQ: a TTL of 0 only reaches a waiting consumer).
+        self.expire(now.saturating_add(1));
         let head = self.ready.first().copied()?;
         self.deliver(head, None, channel, delivery_tag(), no_ack)
     }

@@ -885,3 +885,12 @@ fn deliveries_kept_after_cancel_do_not_count_against_a_consumer_reusing_the_id()
         "acking the old delivery must not free the new consumer's slot"
     );
 }
+
+#[test]
+fn ttl_zero_message_is_expired_for_basic_get() {
+    let mut q = queue();
+    q.publish(msg_with_expiration("now", "0"), 7).unwrap();
+    q.publish(msg("later"), 7).unwrap();
+    let got = q.get(CH1, true, 7, || 1).expect("a message");
+    assert_eq!(body(&got), b"later");
+}

@@ -8,19 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_model::{Offset, Record, RecordBatch, TopicPartition};
-use switchboard_router::{MAX_WAIT, RouterError, Waiter, now_ms};
-use switchboard_storage::StorageError;
+use switchboard_router::now_ms;
 
 use super::{Broker, Delivery, PublishError, SessionShared, lock, read};
 use crate::mapping::Message;
 use crate::wire::QoS;
 
-/// Bytes a tailer reads from its partition at a time.
-const TAIL_READ_BYTES: usize = 1024 * 1024;
 /// How often the partition counts of MQTT-visible streams are checked.
 const PARTITION_CHECK: Duration = Duration::from_secs(5);
-/// Pause after a storage error before a tailer tries again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One session's share of a record: the highest QoS of its matching subscriptions, the
 /// retain flag to send, and the matching subscription ids.
@@ -96,53 +91,13 @@ impl Broker {
     }
 
     async fn tail(self: Arc<Self>, tp: TopicPartition, pos: Arc<AtomicU64>) {
-        let waiter = Waiter::new();
-        while !self.cancel.is_cancelled() {
-            let from = pos.load(Ordering::Acquire);
-            match self.router.read(&tp, from, TAIL_READ_BYTES).await {
-                Ok(chunk) if !chunk.batches.is_empty() => {
-                    let next = self.fan_out(&tp, from, chunk.batches);
-                    pos.store(next, Ordering::Release);
-                }
-                Ok(chunk) if from < chunk.bounds.log_start => {
-                    pos.store(chunk.bounds.log_start, Ordering::Release);
-                }
-                Ok(_) => {
-                    // Register first, then look again, so an append in between is not missed.
-                    if let Err(e) = self.router.watch(&tp, &waiter).await {
-                        self.pause_after(&tp, &e).await;
-                        continue;
-                    }
-                    match self.router.bounds(&tp).await {
-                        Ok(b) if b.high_watermark > from => continue,
-                        Ok(_) => {}
-                        Err(e) => {
-                            self.pause_after(&tp, &e).await;
-                            continue;
-                        }
-                    }
-                    tokio::select! {
-                        _ = waiter.wait(MAX_WAIT) => {}
-                        _ = self.cancel.cancelled() => return,
-                    }
-                }
-                Err(RouterError::Storage(StorageError::OffsetOutOfRange { log_start, .. }))
-                    if from < log_start =>
-                {
-                    // Retention removed records nobody had read yet.
-                    pos.store(log_start, Ordering::Release);
-                }
-                Err(e) => self.pause_after(&tp, &e).await,
-            }
-        }
-    }
-
-    async fn pause_after(&self, tp: &TopicPartition, e: &RouterError) {
-        tracing::warn!(%tp, error = %e, "MQTT fan-out cannot read the partition; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY_AFTER) => {}
-            _ = self.cancel.cancelled() => {}
-        }
+        let from = pos.load(Ordering::Acquire);
+        let handle = |from: Offset, batches: Vec<Bytes>| {
+            let next = self.fan_out(&tp, from, batches);
+            pos.store(next, Ordering::Release);
+            std::future::ready(next)
+        };
+        self.router.tail(&tp, from, &self.cancel, handle).await;
     }
 
     /// Delivers the records at or after `from`; returns the offset after the last batch.

@@ -222,6 +222,14 @@ impl Broker {
         Ok(())
     }
 
+    /// The MQTT-visible streams and their partition counts.
+    pub fn streams(&self) -> Vec<(StreamName, u32)> {
+        read(&self.streams)
+            .iter()
+            .map(|(s, p)| (s.clone(), *p))
+            .collect()
+    }
+
     /// A fresh client id for a client that sent an empty one.
     pub fn assign_client_id(&self) -> String {
         let n = self.next_client_id.fetch_add(1, Ordering::Relaxed);
