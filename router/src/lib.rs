@@ -303,6 +303,12 @@ impl Router {
         Ok(appended)
     }
 
+    /// Makes what was appended to `tp` durable, under the storage's fsync policy; concurrent
+    /// callers share fsyncs.
+    pub async fn sync(&self, tp: &TopicPartition) -> RouterResult<()> {
+        Ok(self.storage.sync(tp).await?)
+    }
+
     pub async fn read(
         &self,
         tp: &TopicPartition,

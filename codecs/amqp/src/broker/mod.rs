@@ -20,7 +20,7 @@ use std::time::Duration;
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
-use switchboard_model::BatchBuilder;
+use switchboard_model::{BatchBuilder, TopicPartition};
 use switchboard_router::{Router, RouterError, now_ms};
 use switchboard_storage::Durability;
 use tokio::sync::Notify;
@@ -107,13 +107,17 @@ impl VHost {
 }
 
 /// What became of a publish.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Published {
     /// Queues that stored it.
     pub stored: usize,
     /// Queues that refused it (`x-overflow = reject-publish`, a storage failure): the
     /// publisher gets `basic.nack`.
     pub refused: usize,
+    /// Stream partitions a persistent copy was appended to without an fsync yet: synced once
+    /// per read by the session before it confirms (one fsync for a burst of publishes instead
+    /// of one each), and at once by [`AmqpBroker::publish`].
+    pub(crate) unsynced: Vec<TopicPartition>,
 }
 
 impl Published {
@@ -246,7 +250,25 @@ impl AmqpBroker {
             AmqpError::connection(ReplyCode::NotAllowed, format!("vhost '{vhost}' not found"))
         })?;
         let message = Message::new(exchange, routing_key, properties, body);
-        self.route_and_store(vhost, message).await
+        let mut published = self.route_and_store(vhost, message).await?;
+        self.sync(&mut published).await;
+        Ok(published)
+    }
+
+    /// Makes the persistent copies of a publish durable: fsyncs (under the storage's fsync
+    /// policy) every partition it was appended to. A failed sync turns the stored copies into
+    /// refusals, so the publisher is nacked rather than told a lie.
+    pub(crate) async fn sync(&self, published: &mut Published) {
+        let mut tps = std::mem::take(&mut published.unsynced);
+        tps.sort();
+        tps.dedup();
+        for tp in tps {
+            if let Err(e) = self.router.sync(&tp).await {
+                tracing::warn!(%tp, error = %e, "persistent messages not synced");
+                published.refused += published.stored;
+                published.stored = 0;
+            }
+        }
     }
 
     /// Links `amq.topic` of the default vhost with MQTT: publishes there are also forwarded to
@@ -323,8 +345,14 @@ impl AmqpBroker {
                     .queue
                     .publish((*message).clone(), now)
                     .map_err(AmqpError::from),
-                Backing::Stream(_) => self.store_durable(q, &message, now).await,
-                Backing::StreamQueue(_) => self.append_to_stream_queue(q, &message).await,
+                Backing::Stream(_) => {
+                    self.store_durable(q, &message, now, &mut published.unsynced)
+                        .await
+                }
+                Backing::StreamQueue(_) => {
+                    self.append_to_stream_queue(q, &message, &mut published.unsynced)
+                        .await
+                }
             };
             match result {
                 Ok(PublishOutcome::Enqueued(_)) => published.stored += 1,
@@ -338,13 +366,15 @@ impl AmqpBroker {
         published
     }
 
-    /// A durable classic queue: append to its stream (fsync'd for a persistent message),
-    /// then hold the message at the offset the stream gave it.
+    /// A durable classic queue: append to its stream (a persistent message's partition goes to
+    /// `unsynced`, to be fsynced before it is confirmed), then hold the message at the offset
+    /// the stream gave it.
     async fn store_durable(
         &self,
         q: &Arc<QueueHandle>,
         message: &Message,
         now: u64,
+        unsynced: &mut Vec<TopicPartition>,
     ) -> Result<PublishOutcome, AmqpError> {
         let Some(tp) = q.backing_partition() else {
             return Err(AmqpError::internal("durable queue without a stream"));
@@ -363,12 +393,13 @@ impl AmqpBroker {
         let Some(batch) = batch.build() else {
             return Err(AmqpError::internal("cannot encode a record batch"));
         };
-        let durability = if is_persistent(&message.properties) {
-            Durability::Sync
-        } else {
-            Durability::Buffered
-        };
-        let appended = self.router.append(tp, vec![batch], durability).await?;
+        let appended = self
+            .router
+            .append(tp, vec![batch], Durability::Buffered)
+            .await?;
+        if is_persistent(&message.properties) {
+            unsynced.push(tp.clone());
+        }
         let mut inner = q.lock();
         let outcome = inner
             .queue

@@ -113,6 +113,7 @@ impl AmqpBroker {
         &self,
         q: &QueueHandle,
         message: &Message,
+        unsynced: &mut Vec<TopicPartition>,
     ) -> Result<PublishOutcome, AmqpError> {
         let Backing::StreamQueue(stream) = &q.spec.backing else {
             return Err(AmqpError::internal("not a stream queue"));
@@ -132,12 +133,13 @@ impl AmqpBroker {
         let Some(batch) = batch.build() else {
             return Err(AmqpError::internal("cannot encode a record batch"));
         };
-        let durability = if mapping::is_persistent(&message.properties) {
-            Durability::Sync
-        } else {
-            Durability::Buffered
-        };
-        let appended = self.router().append(&tp, vec![batch], durability).await?;
+        let appended = self
+            .router()
+            .append(&tp, vec![batch], Durability::Buffered)
+            .await?;
+        if mapping::is_persistent(&message.properties) {
+            unsynced.push(tp);
+        }
         Ok(PublishOutcome::Enqueued(appended.base_offset))
     }
 

@@ -382,7 +382,8 @@ impl Session {
         let routing_key = msg.publish.routing_key.as_str().to_owned();
         let message = Message::new(&exchange, &routing_key, msg.properties, msg.body);
         let mandatory_copy = msg.publish.mandatory.then(|| message.clone());
-        let published = self.broker.publish_message(&vhost, message).await?;
+        let mut published = self.broker.publish_message(&vhost, message).await?;
+        self.unsynced.append(&mut published.unsynced);
         if published.unroutable()
             && let Some(m) = mandatory_copy
         {
@@ -405,9 +406,33 @@ impl Session {
         Ok(())
     }
 
+    /// Fsyncs the partitions that persistent messages of this read were appended to; false if
+    /// one failed.
+    pub(super) async fn sync_published(&mut self) -> bool {
+        let mut published = crate::broker::Published {
+            stored: 1,
+            refused: 0,
+            unsynced: std::mem::take(&mut self.unsynced),
+        };
+        self.broker.sync(&mut published).await;
+        published.refused == 0
+    }
+
     /// Confirms the publishes of the last read: one `basic.ack multiple` per run of stored
-    /// messages, a `basic.nack` for each refused one.
-    pub(super) fn flush_confirms(&mut self) {
+    /// messages, a `basic.nack` for each refused one. Persistent messages are synced first, once
+    /// for the whole read; if that fails, every confirm of the read is a nack.
+    pub(super) async fn flush_confirms(&mut self) {
+        let confirming = self.channels.values().any(|c| !c.confirms.is_empty());
+        if !confirming {
+            // Nobody waits for these to be on disk; the fsync policy's own schedule applies.
+            self.unsynced.clear();
+        } else if !self.sync_published().await {
+            for c in self.channels.values_mut() {
+                for (_, ok) in c.confirms.iter_mut() {
+                    *ok = false;
+                }
+            }
+        }
         let mut frames = Vec::new();
         for (ch, c) in self.channels.iter_mut() {
             if c.confirms.is_empty() {
@@ -477,6 +502,13 @@ impl Session {
                 let ops = std::mem::take(self.channel(ch)?.tx.as_mut().ok_or_else(not_tx)?);
                 // The channel stays transactional: a new transaction starts empty.
                 self.run_tx(ch, ops).await?;
+                // Committed persistent messages are on disk before commit-ok.
+                if !self.sync_published().await {
+                    return Err(AmqpError::channel(
+                        ReplyCode::InternalError,
+                        "committed messages could not be synced to disk",
+                    ));
+                }
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})
             }
             tx::AMQPMethod::Rollback(_) => {

@@ -62,6 +62,8 @@ pub struct Session {
     /// The client announced `consumer_cancel_notify`: it understands a server `basic.cancel`.
     cancel_notify: bool,
     channels: HashMap<u16, Channel>,
+    /// Partitions that persistent messages of the current read were appended to, unsynced.
+    unsynced: Vec<switchboard_model::TopicPartition>,
     opened: bool,
     /// Encoded frames to write to the client.
     pub out: BytesMut,
@@ -84,6 +86,7 @@ impl Session {
             vhost: None,
             cancel_notify: false,
             channels: HashMap::new(),
+            unsynced: Vec::new(),
             opened: false,
             out: BytesMut::new(),
         };
@@ -124,7 +127,7 @@ impl Session {
             }
             self.handle_frame(frame).await;
         }
-        self.flush_confirms();
+        self.flush_confirms().await;
     }
 
     async fn handle_frame(&mut self, frame: AMQPFrame) {
