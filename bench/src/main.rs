@@ -1,0 +1,49 @@
+//! `switchboard-bench`: load scenarios against a running broker (Switchboard or any other),
+//! reporting throughput, latency percentiles and the broker's memory.
+//!
+//!     switchboard-bench mqtt fan-in --port 1883 --qos 1 --publishers 10 --duration 10s
+//!     switchboard-bench mqtt conn-storm --port 1883 --connections 10000 --broker-pid 4242
+
+mod cli;
+mod mqtt;
+mod probe;
+mod procfs;
+mod progress;
+mod report;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Protocol};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Protocol::Mqtt { scenario } = cli.protocol;
+    let run = scenario.run_options().clone();
+    let threads = run
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut report = runtime.block_on(mqtt::run(scenario))?;
+    report
+        .params
+        .insert("threads".into(), serde_json::json!(threads));
+    report.emit(&run)
+}
