@@ -80,7 +80,9 @@ pub struct Session {
     client_alias_maximum: u16,
     aliases_in: HashMap<u16, String>,
     aliases_out: HashMap<String, u16>,
-    will: Option<(Message, u32)>,
+    /// The will message and its delay; boxed, as most clients have none and every idle
+    /// connection's memory counts.
+    will: Option<Box<(Message, u32)>>,
     /// Whether MQTT 5 reason strings may be sent (Request Problem Information).
     problem_info: bool,
     staged: Vec<Staged>,
@@ -162,7 +164,10 @@ impl Session {
                     origin: None,
                     timestamp_ms: now,
                 };
-                Some((msg, if v.is_v5() { w.delay_interval } else { 0 }))
+                Some(Box::new((
+                    msg,
+                    if v.is_v5() { w.delay_interval } else { 0 },
+                )))
             }
             None => None,
         };
@@ -255,6 +260,11 @@ impl Session {
                 "session taken over by a new connection",
             )
         }
+    }
+
+    /// Deliveries queued for this session, not yet sent.
+    pub fn queued(&self) -> usize {
+        self.opened.shared.queued()
     }
 
     /// Woken when deliveries are queued for this session.
@@ -702,9 +712,10 @@ impl Session {
     /// Ends the connection's hold on the session: publishes or schedules the will as `ending`
     /// requires, then parks or ends the session.
     pub async fn finish(mut self, ending: &Ending) {
-        if let Some((will, delay)) = self.will.take()
+        if let Some(boxed) = self.will.take()
             && ending.publishes_will()
         {
+            let (will, delay) = *boxed;
             // The will goes out when its delay passes or the session ends, whichever is first.
             let delay = delay.min(self.state.expiry_interval);
             let generation = self.opened.generation;
