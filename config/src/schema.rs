@@ -161,6 +161,8 @@ pub struct StorageLogConfig {
     pub fsync: FsyncPolicy,
     /// Period of the background flush under [`FsyncPolicy::Interval`]; not zero then.
     pub fsync_interval: HumanDuration,
+    /// Recently appended bytes kept in memory per partition; zero turns the cache off.
+    pub tail_cache: Size,
 }
 
 /// When the native log flushes written data to disk. Written in kebab case in TOML.

@@ -33,6 +33,7 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
         segment_ms: Some(log.segment_age.0.as_millis() as u64),
         index_interval_bytes: u32::try_from(log.index_interval.0).unwrap_or(u32::MAX),
         fsync,
+        tail_cache_bytes: log.tail_cache.as_usize(),
     };
     let root = PathBuf::from(path);
     let storage = LogStorage::open(&root, cfg)

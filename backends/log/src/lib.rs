@@ -27,6 +27,7 @@ mod read;
 mod recovery;
 mod retention;
 mod segment;
+mod tail;
 
 use std::collections::HashMap;
 use std::fs;

@@ -24,6 +24,8 @@ fn small_config(segment_bytes: u64) -> LogConfig {
         segment_ms: None,
         index_interval_bytes: 256,
         fsync: FsyncPolicy::OnSync,
+        // Small, so that tests read recent batches from memory and older ones from the files.
+        tail_cache_bytes: 2048,
     }
 }
 
