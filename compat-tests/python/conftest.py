@@ -11,6 +11,14 @@ mosquitto.
 The AMQP tests run against the broker chosen with `--amqp-broker`: `switchboard` (the default)
 or `rabbitmq`, the reference broker (Debian's rabbitmq-server: one private node per session, on
 free ports). Tests marked `amqp_switchboard_only` are skipped under rabbitmq.
+
+External endpoints: `--kafka HOST:PORT`, `--mqtt HOST:PORT` (with `--mqtt-ws HOST:PORT` for the
+WebSocket cases) and `--amqp HOST:PORT` point the fixtures of that protocol at a broker that is
+already running, of any vendor, instead of starting one (AMQP logs in as guest/guest). Against
+an external endpoint, tests that start, kill, restart or configure the broker
+(`broker_control`), need Switchboard itself (`switchboard_specific`), cross protocols
+(`switchboard_only`, `amqp_switchboard_only`), or talk to 127.0.0.1 by hand (`loopback_kafka`)
+are skipped with the reason. compat-tests/run drives all this and draws the matrix.
 """
 import functools
 import itertools
@@ -84,17 +92,22 @@ class Server:
         so that no server binds the default MQTT port. amqp: the same for the AMQP listener.
         config_file: given as `--config`."""
         self.data_dir = data_dir
-        self.kafka_port = free_port()
-        self.admin_port = free_port()
-        self.mqtt_port = free_port()
-        self.ws_port = free_port()
-        self.amqp_port = free_port()
+        self.pick_ports()
+        self.started_once = False
         self.mqtt = mqtt
         self.amqp = amqp
         self.config_file = config_file
         self.extra_sets = list(extra_sets)
         self.proc = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def pick_ports(self):
+        """Five distinct ports the OS just handed out."""
+        ports = set()
+        while len(ports) < 5:
+            ports.add(free_port())
+        (self.kafka_port, self.admin_port, self.mqtt_port, self.ws_port,
+         self.amqp_port) = list(ports)
 
     @property
     def bootstrap(self) -> str:
@@ -126,6 +139,20 @@ class Server:
         return out
 
     def start(self, timeout=30.0):
+        """Starts the server. A port picked as free can be taken by another process before the
+        server binds it; the server then exits with 2 and says so, and the first start tries
+        again on fresh ports (a restart keeps its ports: clients know them)."""
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError as e:
+                taken = "already in use" in str(e) and self.proc is not None and self.proc.returncode == 2
+                if self.started_once or not taken or attempt == 2:
+                    raise
+                self.pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
@@ -142,6 +169,7 @@ class Server:
                         if self.amqp:
                             left = min(AMQP_LISTEN_TIMEOUT, max(1.0, deadline - time.time()))
                             wait_for_amqp(self.amqp_port, self.is_alive, self.log_tail, left)
+                        self.started_once = True
                         return self
             except OSError:
                 time.sleep(0.1)
@@ -171,14 +199,20 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(request, tmp_path):
+    ext = external(request.config, "kafka")
+    if ext is not None:
+        yield ExternalKafka(*ext)
+        return
     s = Server(tmp_path / "data").start()
     yield s
     s.stop()
 
 
 @pytest.fixture
-def server_factory(tmp_path):
+def server_factory(request, tmp_path):
+    if external(request.config, "kafka") is not None:
+        pytest.skip(EXTERNAL_REASON["broker_control"])
     made = []
 
     def make(**kw):
@@ -206,6 +240,17 @@ def pytest_addoption(parser):
         "--amqp-broker", choices=("switchboard", "rabbitmq"), default="switchboard",
         help="broker the AMQP tests run against: switchboard (default) or Debian's "
              "rabbitmq-server, the reference broker (one private node per session)")
+    group = parser.getgroup("external", "already running endpoints (any vendor)")
+    group.addoption("--kafka", metavar="HOST:PORT", default=None,
+                    help="run the Kafka tests against this running broker instead of starting one")
+    group.addoption("--mqtt", metavar="HOST:PORT", default=None,
+                    help="run the MQTT tests against this running broker instead of starting one")
+    group.addoption("--mqtt-ws", metavar="HOST:PORT", default=None,
+                    help="MQTT over WebSocket endpoint of the --mqtt broker (WebSocket cases are "
+                         "skipped without it)")
+    group.addoption("--amqp", metavar="HOST:PORT", default=None,
+                    help="run the AMQP tests against this running broker (user guest/guest, "
+                         "vhost /) instead of starting one")
 
 
 def pytest_configure(config):
@@ -215,9 +260,166 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "amqp_switchboard_only: behaviour only Switchboard has (AMQP <-> MQTT / "
                    "Kafka); skipped under --amqp-broker=rabbitmq")
+    config.addinivalue_line("markers", "mqtt_websocket: MQTT over WebSocket; skipped against an "
+                                       "external --mqtt endpoint without --mqtt-ws")
+    for name, reason in EXTERNAL_REASON.items():
+        if name in ("switchboard_only", "amqp_switchboard_only"):
+            continue  # registered above
+        config.addinivalue_line("markers", f"{name}: skipped against external endpoints "
+                                           f"({reason})")
+    for flag in ("--kafka", "--mqtt", "--mqtt-ws", "--amqp"):
+        value = config.getoption(flag)
+        if value is not None:
+            try:
+                parse_hostport(value)
+            except ValueError as e:
+                raise pytest.UsageError(f"{flag}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# External endpoints (--kafka / --mqtt / --amqp): brokers already running, of any vendor.
+
+EXTERNAL_REASON = {
+    "broker_control": "starts, kills, restarts or configures the broker: not possible with an "
+                      "external endpoint",
+    "switchboard_specific": "tests Switchboard's own binary or admin endpoint, not a protocol "
+                            "endpoint",
+    "switchboard_only": "cross-protocol behaviour of one Switchboard (MQTT <-> Kafka): not run "
+                        "against external endpoints",
+    "amqp_switchboard_only": "cross-protocol behaviour of one Switchboard (AMQP <-> MQTT / "
+                             "Kafka): not run against external endpoints",
+    "loopback_kafka": "the test talks to 127.0.0.1 by hand; the external Kafka endpoint is on "
+                      "another host",
+}
+# Fixtures through which a test reaches each protocol's broker.
+PROTOCOL_FIXTURES = {
+    "kafka": ("server", "server_factory"),
+    "mqtt": ("mqtt_broker", "mqtt_auth_broker"),
+    "amqp": ("amqp_broker",),
+}
+
+
+def parse_hostport(value):
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"want HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def external(config, protocol):
+    """(host, port) of the external endpoint given for `protocol`, or None."""
+    value = config.getoption(f"--{protocol}")
+    return None if value is None else parse_hostport(value)
+
+
+def any_external(config) -> bool:
+    return any(external(config, p) is not None for p in PROTOCOL_FIXTURES)
+
+
+def item_protocols(item):
+    names = set(getattr(item, "fixturenames", ()))
+    return {p for p, fixtures in PROTOCOL_FIXTURES.items() if names & set(fixtures)}
+
+
+def skip_for_external(config, items):
+    """Against external endpoints: skips what cannot run there, with the reason."""
+    if not any_external(config):
+        return
+    kafka = external(config, "kafka")
+    for item in items:
+        on_external = {p for p in item_protocols(item) if external(config, p) is not None}
+        reason = None
+        if "switchboard_specific" in item.keywords:
+            reason = EXTERNAL_REASON["switchboard_specific"]
+        elif not on_external:
+            continue
+        elif "switchboard_only" in item.keywords:
+            reason = EXTERNAL_REASON["switchboard_only"]
+        elif "amqp_switchboard_only" in item.keywords:
+            reason = EXTERNAL_REASON["amqp_switchboard_only"]
+        elif "broker_control" in item.keywords:
+            reason = EXTERNAL_REASON["broker_control"]
+        elif "mqtt_auth_broker" in item.fixturenames and "mqtt" in on_external:
+            reason = ("needs a broker configured with user alice / secret and anonymous access "
+                      "off: not possible with an external endpoint")
+        elif "loopback_kafka" in item.keywords and kafka and kafka[0] != "127.0.0.1":
+            reason = EXTERNAL_REASON["loopback_kafka"]
+        elif "mqtt" in on_external and config.getoption("--mqtt-ws") is None and (
+                "mqtt_websocket" in item.keywords
+                or getattr(item, "callspec", None) is not None
+                and item.callspec.params.get("transport") == "websockets"):
+            reason = "MQTT over WebSocket: no --mqtt-ws endpoint given"
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+class ExternalKafka:
+    """A Kafka endpoint already running (`--kafka`), in place of `Server` for the Kafka tests."""
+
+    kind = "external"
+
+    def __init__(self, host, port):
+        self.host = host
+        self.kafka_port = port
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    def _cannot(self, *_args, **_kw):
+        pytest.skip(EXTERNAL_REASON["broker_control"])
+
+    start = stop = kill9 = restart = _cannot
+
+    def is_alive(self) -> bool:
+        return True
+
+    def log_tail(self, n=4000) -> str:
+        return "(external endpoint: no log)"
+
+
+class ExternalMqtt:
+    """An MQTT endpoint already running (`--mqtt`, `--mqtt-ws`), in place of the brokers the
+    fixtures start. `.bootstrap` is the `--kafka` endpoint when one was given."""
+
+    kind = "external"
+    # Unknown broker: allow as much slack past 1.5 x keep-alive as mosquitto needs.
+    keepalive_slack = 5.0
+
+    def __init__(self, host, port, ws=None, kafka=None):
+        self.host = host
+        self.port = port
+        self.ws_port = ws[1] if ws else None
+        self.bootstrap = f"{kafka[0]}:{kafka[1]}" if kafka else None
+
+    def _cannot(self, *_args, **_kw):
+        pytest.skip(EXTERNAL_REASON["broker_control"])
+
+    start = stop = kill9 = restart = _cannot
+
+    def close(self):
+        pass
+
+    def is_alive(self) -> bool:
+        return True
+
+    def log_tail(self, n=4000) -> str:
+        return "(external endpoint: no log)"
+
+
+class ExternalAmqp(ExternalMqtt):
+    """An AMQP 0-9-1 endpoint already running (`--amqp`); logs in as guest/guest."""
+
+    def __init__(self, host, port, kafka=None):
+        super().__init__(host, port, kafka=kafka)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
 
 
 def pytest_collection_modifyitems(config, items):
+    skip_for_external(config, items)
     if config.getoption("--amqp-broker") == "rabbitmq":
         skip_amqp = pytest.mark.skip(reason="switchboard-only (cross-protocol) behaviour; "
                                             "the suite runs with --amqp-broker=rabbitmq")
@@ -393,6 +595,12 @@ def make_mqtt_broker(config, workdir: Path, users=None):
 
 @pytest.fixture
 def mqtt_broker(request, tmp_path):
+    ext = external(request.config, "mqtt")
+    if ext is not None:
+        ws = request.config.getoption("--mqtt-ws")
+        yield ExternalMqtt(*ext, ws=parse_hostport(ws) if ws else None,
+                           kafka=external(request.config, "kafka"))
+        return
     b = make_mqtt_broker(request.config, tmp_path / "mqtt")
     yield b
     b.close()
@@ -401,6 +609,9 @@ def mqtt_broker(request, tmp_path):
 @pytest.fixture
 def mqtt_auth_broker(request, tmp_path):
     """A broker that admits only alice / secret."""
+    if external(request.config, "mqtt") is not None:
+        pytest.skip("needs a broker configured with user alice / secret and anonymous access "
+                    "off: not possible with an external endpoint")
     b = make_mqtt_broker(request.config, tmp_path / "mqtt-auth", users={"alice": "secret"})
     yield b
     b.close()
@@ -669,6 +880,10 @@ _amqp_listener_missing = []
 def amqp_broker(request, tmp_path):
     """The broker chosen with --amqp-broker: `.host`, `.port`, `.kind`, `.url`, `restart()`,
     `kill9()` (then `restart()`)."""
+    ext = external(request.config, "amqp")
+    if ext is not None:
+        yield ExternalAmqp(*ext, kafka=external(request.config, "kafka"))
+        return
     if request.config.getoption("--amqp-broker") == "rabbitmq":
         node = request.getfixturevalue("rabbitmq_node")
         if not node.is_alive():  # an earlier restart or kill -9 test left it down

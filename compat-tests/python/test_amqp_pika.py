@@ -819,6 +819,7 @@ def test_stream_queue_delivers_from_the_first_offset(amqp_broker, conns):
 # Durability (restart the broker: at the end of the module, the shared node is restarted)
 
 
+@pytest.mark.broker_control
 def test_durable_queue_keeps_persistent_messages_across_a_restart(amqp_broker, conns):
     c = conns(amqp_broker)
     ch = c.channel()
@@ -837,6 +838,7 @@ def test_durable_queue_keeps_persistent_messages_across_a_restart(amqp_broker, c
     ch.queue_delete(q)
 
 
+@pytest.mark.broker_control
 def test_durable_exchange_and_binding_survive_a_restart(amqp_broker, conns):
     ch = conns(amqp_broker).channel()
     ex, q = unique("dx"), unique("dq")
@@ -855,6 +857,7 @@ def test_durable_exchange_and_binding_survive_a_restart(amqp_broker, conns):
     ch.exchange_delete(ex)
 
 
+@pytest.mark.broker_control
 def test_confirmed_persistent_messages_survive_kill9(amqp_broker, conns):
     c = conns(amqp_broker)
     ch = c.channel()

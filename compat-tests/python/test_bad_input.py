@@ -3,7 +3,11 @@ import os
 import socket
 import struct
 
+import pytest
 from confluent_kafka.admin import AdminClient
+
+# The tests open raw sockets to 127.0.0.1.
+pytestmark = pytest.mark.loopback_kafka
 
 
 def still_serves(server):

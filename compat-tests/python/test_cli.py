@@ -3,7 +3,11 @@ import json
 import socket
 import subprocess
 
+import pytest
+
 from conftest import Server, binary
+
+pytestmark = pytest.mark.switchboard_specific
 
 
 def run(*args, timeout=60):

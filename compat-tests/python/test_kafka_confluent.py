@@ -81,6 +81,7 @@ def consume_group(bootstrap, topic, group, expected, members=3, timeout=180):
     return seen
 
 
+@pytest.mark.broker_control
 def test_idempotent_lz4_group_consumption_survives_kill9(server):
     topic = "orders"
     create_topic(server.bootstrap, topic, 3)

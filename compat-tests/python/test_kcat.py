@@ -11,6 +11,7 @@ def kcat(*args, stdin=None, timeout=60):
     return subprocess.run(["kcat", *args], input=stdin, capture_output=True, timeout=timeout, check=True)
 
 
+@pytest.mark.loopback_kafka  # expects the broker to advertise 127.0.0.1:<port>
 def test_kcat_produces_consumes_and_lists_metadata(server):
     lines = [f"line-{i}" for i in range(50)]
     kcat("-b", server.bootstrap, "-P", "-t", "kc", stdin="\n".join(lines).encode())

@@ -178,6 +178,7 @@ def test_cli_with_a_wrong_password_is_refused(mqtt_auth_broker, version):
 @pytest.mark.skipif("websocket" not in cli_help().lower(),
                     reason="this mosquitto_sub/mosquitto_pub build has no WebSocket transport "
                            "(Debian's 2.0.11 --help lists none); WebSocket is covered by paho")
+@pytest.mark.mqtt_websocket
 def test_cli_over_websocket(mqtt_broker, subs):
     # Only reached with a client build that supports WebSocket; the ws:// URL form is assumed.
     topic = unique("cli") + "/ws"

@@ -71,6 +71,7 @@ def test_kafka_record_keyed_by_topic_reaches_mqtt_subscriber(mqtt_broker, peers,
     assert got[0].qos == min(sub_qos, 1), "Kafka records are delivered at most at QoS 1"
 
 
+@pytest.mark.broker_control
 def test_persistent_mqtt_session_survives_kill9(mqtt_broker, peers):
     topic = unique("durable")
     cid = unique("durable")

@@ -410,6 +410,7 @@ def test_v5_session_with_zero_expiry_ends_at_disconnect(mqtt_broker, peers):
     assert again.until(b"marker") == []
 
 
+@pytest.mark.broker_control
 def test_persistent_session_survives_a_broker_restart(mqtt_broker, peers):
     topic = unique("restart")
     cid = unique("sess")
