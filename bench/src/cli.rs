@@ -1,4 +1,4 @@
-//! Command line: `switchboard-bench mqtt <scenario> --host H --port P [options]`.
+//! Command line: `switchboard-bench <mqtt|amqp> <scenario> --host H --port P [options]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "switchboard-bench",
     version,
-    about = "Load generator for message brokers: MQTT fan-in, fan-out and connection storms"
+    about = "Load generator for message brokers: MQTT fan-in, fan-out and connection storms, \
+             AMQP 0-9-1 publish/consume with publisher confirms"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -23,6 +24,11 @@ pub enum Protocol {
         #[command(subcommand)]
         scenario: MqttScenario,
     },
+    /// AMQP 0-9-1 scenarios (RabbitMQ's protocol).
+    Amqp {
+        #[command(subcommand)]
+        scenario: AmqpScenario,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,6 +39,13 @@ pub enum MqttScenario {
     FanOut(FanOutArgs),
     /// Open N idle connections, measure the broker's memory, disconnect.
     ConnStorm(StormArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AmqpScenario {
+    /// Q queues; P publishers with publisher confirms, each publishing to one queue through the
+    /// default exchange; one consumer per queue with basic.qos and manual acks.
+    ConfirmPubsub(ConfirmArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,6 +74,20 @@ pub struct LoadArgs {
     /// QoS of the publishes and of the subscriptions.
     #[arg(long, value_enum, default_value = "0")]
     pub qos: Qos,
+    #[command(flatten)]
+    pub traffic: Traffic,
+    /// QoS 1 publishes a publisher may have unacknowledged at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub inflight: u16,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// The messages of a run, whatever the protocol: how big, how many or for how long, how fast.
+#[derive(Args, Debug, Clone)]
+pub struct Traffic {
     /// Payload bytes per message; the first 16 carry the send time and a sequence number.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     pub size: u32,
@@ -74,13 +101,102 @@ pub struct LoadArgs {
     /// broker takes them.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// QoS 1 publishes a publisher may have unacknowledged at once.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
-    pub inflight: u16,
+}
+
+impl Traffic {
+    /// Time between two messages of one of `publishers` publishers sharing `--rate`, or `None`
+    /// for as fast as the broker takes them.
+    pub fn interval(&self, publishers: u32) -> Option<Duration> {
+        (self.rate > 0).then(|| Duration::from_secs_f64(f64::from(publishers) / self.rate as f64))
+    }
+
+    /// Publisher `i`'s share of `--messages` among `publishers`: the first ones take the
+    /// remainder. `None` when publishing for a duration.
+    pub fn quota(&self, i: u32, publishers: u32) -> Option<u64> {
+        let n = u64::from(publishers);
+        self.messages
+            .map(|m| m / n + u64::from(u64::from(i) < m % n))
+    }
+
+    /// True when `--rate` is so low that a stall timeout may pass between two messages: silence
+    /// is then the plan, not a stall.
+    pub fn paced_slowly(&self, stall_timeout: Duration) -> bool {
+        self.rate > 0 && stall_timeout.as_secs_f64() * (self.rate as f64) < 10.0
+    }
+
+    /// Adds size, duration or message count, and rate to a report's parameters.
+    pub fn describe(&self, params: &mut serde_json::Map<String, serde_json::Value>) {
+        params.insert("size".into(), self.size.into());
+        match self.messages {
+            Some(m) => params.insert("messages".into(), m.into()),
+            None => params.insert("duration_s".into(), self.duration.as_secs_f64().into()),
+        };
+        if self.rate > 0 {
+            params.insert("rate".into(), self.rate.into());
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfirmArgs {
+    #[command(flatten)]
+    pub target: AmqpTarget,
+    /// Queues, each with one consumer on a connection of its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queues: u32,
+    /// Publishing connections (default: one per queue); publisher i publishes to queue i mod Q.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publishers: Option<u32>,
+    /// Publishes a publisher may have unconfirmed at once; beyond that it waits for confirms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub window: u32,
+    /// basic.qos prefetch count of each consumer: deliveries it may hold unacknowledged
+    /// (0 = no limit).
+    #[arg(long, default_value_t = 100)]
+    pub prefetch: u16,
+    /// Acknowledge every Nth delivery with multiple=true; 1 acknowledges each delivery on its
+    /// own. At most --prefetch, or the broker stops delivering before the Nth.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ack_every: u16,
+    /// Non-durable queues and transient messages (delivery mode 1). Without it: durable queues
+    /// and persistent messages (delivery mode 2), which a broker must store before confirming.
+    #[arg(long)]
+    pub transient: bool,
+    #[command(flatten)]
+    pub traffic: Traffic,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
     pub run: RunOptions,
+}
+
+impl ConfirmArgs {
+    pub fn publishers(&self) -> u32 {
+        self.publishers.unwrap_or(self.queues)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AmqpTarget {
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker AMQP port.
+    #[arg(long, default_value_t = 5672)]
+    pub port: u16,
+    /// Virtual host.
+    #[arg(long, default_value = "/")]
+    pub vhost: String,
+    /// User name (PLAIN).
+    #[arg(long, default_value = "guest")]
+    pub user: String,
+    /// Password.
+    #[arg(long, default_value = "guest")]
+    pub password: String,
+    /// Pid of the broker process (same machine): its memory (VmRSS, VmHWM) and CPU time are
+    /// read from /proc and reported. For RabbitMQ, the Erlang VM (beam.smp), not its wrapper.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,7 +243,8 @@ pub struct Target {
 /// Every wait has a bound: a broker that stops answering fails the run with a message.
 #[derive(Args, Debug, Clone)]
 pub struct Limits {
-    /// Longest wait for a CONNACK or SUBACK.
+    /// Longest wait for the broker to accept and set up a client (MQTT: CONNACK, SUBACK; AMQP:
+    /// connection.open-ok and each declare, qos, consume or close reply).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
     /// Fail when nothing is published or received for this long while the load runs.
@@ -137,7 +254,7 @@ pub struct Limits {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// After publishing stops, stop waiting for deliveries once none arrived for this long
-    /// (QoS 0 messages a broker dropped never come).
+    /// (messages a broker dropped never come).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub drain_idle: Duration,
 }
@@ -171,6 +288,17 @@ impl Qos {
         match self {
             Qos::AtMostOnce => 0,
             Qos::AtLeastOnce => 1,
+        }
+    }
+}
+
+impl Protocol {
+    pub fn run_options(&self) -> &RunOptions {
+        match self {
+            Protocol::Mqtt { scenario } => scenario.run_options(),
+            Protocol::Amqp {
+                scenario: AmqpScenario::ConfirmPubsub(a),
+            } => &a.run,
         }
     }
 }
@@ -246,6 +374,44 @@ mod tests {
         assert_eq!(args.publishers, 100);
         assert_eq!(args.load.qos, Qos::AtLeastOnce);
         assert_eq!(args.load.target.port, 18830);
-        assert_eq!(args.load.size, 100);
+        assert_eq!(args.load.traffic.size, 100);
+    }
+
+    #[test]
+    fn an_amqp_run_defaults_to_durable_queues_one_publisher_per_queue_and_prefetch_100() {
+        let cli = Cli::try_parse_from([
+            "switchboard-bench",
+            "amqp",
+            "confirm-pubsub",
+            "--port",
+            "5673",
+            "--queues",
+            "10",
+        ])
+        .expect("parses");
+        let Protocol::Amqp {
+            scenario: AmqpScenario::ConfirmPubsub(args),
+        } = cli.protocol
+        else {
+            panic!("not confirm-pubsub: {cli:?}");
+        };
+        assert_eq!((args.queues, args.publishers()), (10, 10));
+        assert_eq!((args.prefetch, args.ack_every, args.window), (100, 1, 1000));
+        assert!(!args.transient);
+        assert_eq!(args.target.port, 5673);
+        assert_eq!(args.target.vhost, "/");
+    }
+
+    #[test]
+    fn traffic_splits_a_message_count_and_a_rate_among_publishers() {
+        let t = Traffic {
+            size: 100,
+            duration: Duration::from_secs(10),
+            messages: Some(10),
+            rate: 1000,
+        };
+        let quotas: Vec<_> = (0..3).map(|i| t.quota(i, 3)).collect();
+        assert_eq!(quotas, [Some(4), Some(3), Some(3)]);
+        assert_eq!(t.interval(4), Some(Duration::from_millis(4)));
     }
 }

@@ -3,13 +3,16 @@
 //!
 //!     switchboard-bench mqtt fan-in --port 1883 --qos 1 --publishers 10 --duration 10s
 //!     switchboard-bench mqtt conn-storm --port 1883 --connections 10000 --broker-pid 4242
+//!     switchboard-bench amqp confirm-pubsub --port 5672 --queues 10 --prefetch 100
 
+mod amqp;
 mod cli;
 mod mqtt;
 mod probe;
 mod procfs;
 mod progress;
 mod report;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -30,8 +33,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Protocol::Mqtt { scenario } = cli.protocol;
-    let run = scenario.run_options().clone();
+    let run = cli.protocol.run_options().clone();
     let threads = run
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
@@ -41,7 +43,12 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut report = runtime.block_on(mqtt::run(scenario))?;
+    let mut report = runtime.block_on(async {
+        match cli.protocol {
+            Protocol::Mqtt { scenario } => mqtt::run(scenario).await,
+            Protocol::Amqp { scenario } => amqp::run(scenario).await,
+        }
+    })?;
     report
         .params
         .insert("threads".into(), serde_json::json!(threads));

@@ -55,6 +55,15 @@ impl Stamp {
     }
 }
 
+/// A prefix no other run shares, so leftovers of an earlier run (clients, retained messages,
+/// queues) cannot mix into this one's topics, client ids and queue names.
+pub fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:08x}", std::process::id(), nanos)
+}
+
 /// A latency histogram in microseconds.
 pub fn histogram() -> Histogram<u64> {
     // Three significant digits: p99.9 of a few thousand µs is exact to a few µs.

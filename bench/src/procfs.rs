@@ -32,6 +32,11 @@ pub fn usage(pid: u32) -> Result<Usage> {
     })
 }
 
+/// CPU time (user + system) this process has used so far, seconds; `None` without /proc.
+pub fn own_cpu_s() -> Option<f64> {
+    usage(std::process::id()).ok().map(|u| u.cpu_s)
+}
+
 /// A "Key:   123 kB" line of /proc/<pid>/status.
 fn status_kb(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|line| {

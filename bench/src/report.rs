@@ -44,13 +44,21 @@ pub struct Report {
     pub connections: Option<Connections>,
     #[serde(flatten)]
     pub broker: Option<BrokerUsage>,
+    /// CPU time (user + system) of this load generator during the load, seconds: when it is
+    /// close to the wall-clock time times the cores, the bench, not the broker, is the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench_cpu_s: Option<f64>,
 }
 
 /// Publisher-side counts and what went missing between publishers and subscribers.
 #[derive(Debug, Default, Serialize)]
 pub struct Delivery {
-    /// Publishes written to the broker (QoS 1: and acknowledged).
+    /// Publishes written to the broker (MQTT QoS 1: and acknowledged; AMQP: and confirmed with
+    /// basic.ack).
     pub sent: u64,
+    /// AMQP publishes the broker refused with basic.nack; `None` without publisher confirms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nacked: Option<u64>,
     pub publish_seconds: f64,
     pub publish_msg_per_s: f64,
     /// Deliveries the subscribers should have had: sent × matching subscribers.
@@ -60,6 +68,9 @@ pub struct Delivery {
     pub duplicates: u64,
     /// Deliveries that arrived after a later message of the same publisher.
     pub reordered: u64,
+    /// AMQP deliveries flagged as redelivered (requeued after a consumer or channel went away).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redelivered: Option<u64>,
 }
 
 /// Publish-to-receive latency, microseconds.
@@ -126,10 +137,13 @@ impl Report {
             let _ = write!(s, " [{label}]");
         }
         let _ = write!(s, " {}:", params_text(&self.params));
+        // With publisher confirms there are two rates: consumed (here) and confirmed (below).
+        let confirming = self.delivery.as_ref().is_some_and(|d| d.nacked.is_some());
         if let (Some(msgs), Some(rate), Some(mb)) = (self.msgs, self.msg_per_s, self.mb_per_s) {
             let _ = write!(
                 s,
-                " {} msg/s {mb:.1} MB/s ({} msgs in {:.2} s)",
+                " {}{} msg/s {mb:.1} MB/s ({} msgs in {:.2} s)",
+                if confirming { "consumed " } else { "" },
                 thousands(rate),
                 thousands(msgs as f64),
                 self.seconds
@@ -138,13 +152,22 @@ impl Report {
         if let Some(d) = &self.delivery {
             let _ = write!(
                 s,
-                "; sent {} ({} msg/s), lost {}, dup {}, reordered {}",
+                "; {} {} ({} msg/s)",
+                if confirming { "confirmed" } else { "sent" },
                 thousands(d.sent as f64),
                 thousands(d.publish_msg_per_s),
-                d.lost,
-                d.duplicates,
-                d.reordered
             );
+            if let Some(n) = d.nacked {
+                let _ = write!(s, ", nacked {n}");
+            }
+            let _ = write!(
+                s,
+                ", lost {}, dup {}, reordered {}",
+                d.lost, d.duplicates, d.reordered
+            );
+            if let Some(n) = d.redelivered {
+                let _ = write!(s, ", redelivered {n}");
+            }
         }
         if let Some(l) = &self.latency {
             let _ = write!(
@@ -174,6 +197,9 @@ impl Report {
                 let _ = write!(s, ", {} B/conn", thousands(per));
             }
             let _ = write!(s, ", CPU {:.2} s", b.broker_cpu_s);
+        }
+        if let Some(cpu) = self.bench_cpu_s {
+            let _ = write!(s, "; bench CPU {cpu:.2} s");
         }
         s
     }
@@ -248,6 +274,15 @@ fn params_text(params: &Map<String, Value>) -> String {
         .join(" ")
 }
 
+/// `n` per second over `seconds`; 0 for an empty interval.
+pub fn per_second(n: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
 /// 1234567.8 as "1,234,568".
 pub fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.max(0.0));
@@ -292,6 +327,7 @@ mod tests {
             }),
             connections: None,
             broker: None,
+            bench_cpu_s: None,
         }
     }
 
@@ -323,6 +359,29 @@ mod tests {
         );
         assert!(line.contains("100,000 msg/s 10.0 MB/s"), "{line}");
         assert!(line.contains("p99.9 3000"), "{line}");
+    }
+
+    #[test]
+    fn with_confirms_the_line_says_consumed_and_confirmed() {
+        let mut r = sample();
+        r.protocol = "amqp";
+        r.scenario = "confirm-pubsub";
+        r.delivery = Some(Delivery {
+            sent: 1_000_000,
+            publish_msg_per_s: 90_000.0,
+            nacked: Some(0),
+            redelivered: Some(3),
+            ..Delivery::default()
+        });
+        r.bench_cpu_s = Some(4.5);
+        let line = r.line();
+        assert!(line.contains(": consumed 100,000 msg/s"), "{line}");
+        assert!(
+            line.contains("confirmed 1,000,000 (90,000 msg/s), nacked 0"),
+            "{line}"
+        );
+        assert!(line.contains("redelivered 3"), "{line}");
+        assert!(line.ends_with("; bench CPU 4.50 s"), "{line}");
     }
 
     #[test]

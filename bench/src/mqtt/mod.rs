@@ -33,15 +33,6 @@ impl From<Qos> for QoS {
     }
 }
 
-/// A prefix no other run shares, so leftover clients or retained messages of an earlier run
-/// cannot mix into this one's topics and client ids.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", std::process::id(), nanos)
-}
-
 /// Client options shared by every scenario: a clean session, and packets big enough for the
 /// payload.
 fn options(

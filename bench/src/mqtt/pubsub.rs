@@ -15,12 +15,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::publisher::{self, Counters, Plan};
-use super::{connect, options, run_id, subscribe, subscriber};
+use super::{connect, options, subscribe, subscriber};
 use crate::cli::LoadArgs;
 use crate::probe::{self, Receipts};
 use crate::procfs;
 use crate::progress::Progress;
-use crate::report::{BrokerUsage, Delivery, Latency, Report, thousands};
+use crate::report::{BrokerUsage, Delivery, Latency, Report, per_second, thousands};
+use crate::watch::Watch;
 
 /// Keep-alive of every connection: long enough that a busy broker answering PINGREQ late does
 /// not look like a dead one, short enough that the broker notices a vanished bench.
@@ -89,7 +90,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
             shape.name
         );
     }
-    let id = run_id();
+    let id = probe::run_id();
     let prefix = format!("sbbench/{id}");
     let qos: QoS = load.qos.into();
     let mut fleet = Fleet {
@@ -108,6 +109,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
     let clients = open_publishers(&shape, &load, &id).await?;
 
     let before = load.target.broker_pid.map(procfs::usage).transpose()?;
+    let bench_before = procfs::own_cpu_s();
     let start = Instant::now();
     let start_ns = probe::now_ns();
     start_publishers(&shape, &load, &prefix, qos, clients, &mut fleet);
@@ -121,6 +123,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
     let expected = sent_total * u64::from(shape.subscribers);
     drain_deliveries(&load, expected, &fleet).await;
     let after = load.target.broker_pid.map(procfs::usage).transpose()?;
+    let bench_after = procfs::own_cpu_s();
 
     let receipts = stop(&mut fleet).await?;
     progress.finish().await;
@@ -128,7 +131,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
     let last_ns = Counters::get(&fleet.counters.last_delivery_ns);
     let seconds = Duration::from_nanos(last_ns.saturating_sub(start_ns)).as_secs_f64();
     let publish_seconds = (published_at - start).as_secs_f64();
-    Ok(report(
+    let mut report = report(
         &shape,
         &load,
         &sent,
@@ -136,7 +139,9 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
         seconds,
         publish_seconds,
         before.zip(after).map(|(b, a)| BrokerUsage::between(b, a)),
-    ))
+    );
+    report.bench_cpu_s = bench_before.zip(bench_after).map(|(b, a)| a - b);
+    Ok(report)
 }
 
 /// Connects and subscribes every subscriber before anyone publishes, so none misses the start.
@@ -149,7 +154,7 @@ async fn start_subscribers(
 ) -> Result<()> {
     let filter = shape.filter(prefix);
     let qos: QoS = load.qos.into();
-    let size = load.size as usize;
+    let size = load.traffic.size as usize;
     let clients = open_all(shape.subscribers, |i| {
         let opts = options(&load.target, format!("sbb-{id}-s{i}"), KEEP_ALIVE, size);
         let filter = filter.clone();
@@ -187,7 +192,7 @@ async fn open_publishers(
             &load.target,
             format!("sbb-{id}-p{i}"),
             KEEP_ALIVE,
-            load.size as usize,
+            load.traffic.size as usize,
         );
         // The QoS 1 window: rumqttc stops taking publishes while this many await PUBACK.
         opts.set_inflight(load.inflight);
@@ -206,19 +211,14 @@ fn start_publishers(
     clients: Vec<(AsyncClient, EventLoop)>,
     fleet: &mut Fleet,
 ) {
-    let n = u64::from(shape.publishers);
-    let interval = (load.rate > 0).then(|| Duration::from_secs_f64(n as f64 / load.rate as f64));
+    let interval = load.traffic.interval(shape.publishers);
     for (i, (client, eventloop)) in (0..).zip(clients) {
-        // Spread a total message count evenly; the first publishers take the remainder.
-        let quota = load
-            .messages
-            .map(|m| m / n + u64::from(u64::from(i) < m % n));
         let plan = Plan {
             index: i,
             topic: shape.topic(prefix, i),
             qos,
-            size: load.size as usize,
-            quota,
+            size: load.traffic.size as usize,
+            quota: load.traffic.quota(i, shape.publishers),
             interval,
         };
         let stop = fleet.stop_publishing.clone();
@@ -247,18 +247,16 @@ async fn publish_phase(load: &LoadArgs, fleet: &mut Fleet, start: Instant) -> Re
         "the subscribers received nothing",
         load.limits.stall_timeout,
     );
-    // At a few messages per stall timeout, silence is the plan, not a stall.
-    let paced_slowly =
-        load.rate > 0 && load.limits.stall_timeout.as_secs_f64() * (load.rate as f64) < 10.0;
+    let paced_slowly = load.traffic.paced_slowly(load.limits.stall_timeout);
     loop {
         tokio::time::sleep(TICK).await;
         check_connections(fleet)?;
         collect_producers(fleet)?;
-        match load.messages {
+        match load.traffic.messages {
             None if fleet.sent.iter().any(Option::is_some) => {
                 bail!("a publisher stopped before the end of the run")
             }
-            None if start.elapsed() >= load.duration => return Ok(()),
+            None if start.elapsed() >= load.traffic.duration => return Ok(()),
             Some(_) if fleet.sent.iter().all(Option::is_some) => return Ok(()),
             _ => {}
         }
@@ -399,11 +397,12 @@ fn report(
         msgs: Some(msgs),
         seconds,
         msg_per_s: Some(per_second(msgs, seconds)),
-        mb_per_s: Some(per_second(msgs * u64::from(load.size), seconds) / 1e6),
+        mb_per_s: Some(per_second(msgs * u64::from(load.traffic.size), seconds) / 1e6),
         delivery: Some(delivery),
         latency: Latency::of(&latency),
         connections: None,
         broker,
+        bench_cpu_s: None,
     }
 }
 
@@ -412,26 +411,11 @@ fn params(shape: &Shape, load: &LoadArgs) -> Map<String, serde_json::Value> {
     p.insert("qos".into(), json!(load.qos.number()));
     p.insert("publishers".into(), json!(shape.publishers));
     p.insert("subscribers".into(), json!(shape.subscribers));
-    p.insert("size".into(), json!(load.size));
-    match load.messages {
-        Some(m) => p.insert("messages".into(), json!(m)),
-        None => p.insert("duration_s".into(), json!(load.duration.as_secs_f64())),
-    };
-    if load.rate > 0 {
-        p.insert("rate".into(), json!(load.rate));
-    }
+    load.traffic.describe(&mut p);
     if load.qos.number() > 0 {
         p.insert("inflight".into(), json!(load.inflight));
     }
     p
-}
-
-fn per_second(n: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        n as f64 / seconds
-    } else {
-        0.0
-    }
 }
 
 /// Opens `n` connections at once (each `open(i)`), failing with the first error.
@@ -465,42 +449,6 @@ fn check_connections(fleet: &mut Fleet) -> Result<()> {
         bail!("a subscriber's connection ended early");
     }
     Ok(())
-}
-
-/// A counter that must keep moving: fails when it has not changed for `limit`.
-struct Watch {
-    what: &'static str,
-    limit: Duration,
-    last: u64,
-    since: Instant,
-}
-
-impl Watch {
-    fn new(what: &'static str, limit: Duration) -> Watch {
-        Watch {
-            what,
-            limit,
-            last: 0,
-            since: Instant::now(),
-        }
-    }
-
-    fn check(&mut self, value: u64, state: impl FnOnce() -> String) -> Result<()> {
-        if value != self.last {
-            self.last = value;
-            self.since = Instant::now();
-            return Ok(());
-        }
-        if self.since.elapsed() >= self.limit {
-            bail!(
-                "stalled: {} for {:?}; the broker stopped answering? ({})",
-                self.what,
-                self.limit,
-                state()
-            );
-        }
-        Ok(())
-    }
 }
 
 fn counts(c: &Counters) -> String {

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, disconnect, options, run_id};
+use super::{connect, disconnect, options};
 use crate::cli::StormArgs;
 use crate::procfs;
 use crate::progress::Progress;
@@ -87,7 +87,7 @@ async fn open(
     connected: Arc<AtomicU64>,
     hold: CancellationToken,
 ) -> Result<JoinSet<Result<()>>> {
-    let id = run_id();
+    let id = crate::probe::run_id();
     let permits = Arc::new(Semaphore::new(args.concurrency as usize));
     let mut tasks = JoinSet::new();
     for i in 0..args.connections {
