@@ -662,7 +662,12 @@ def main(argv=None):
               + (" …" if len(m.unmapped) > 5 else ""))
     print("Wrote " + ", ".join(rel(p) for p in written))
     print(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped")
-    return 1 if total["failed"] else 0
+    # pytest's own verdict counts too: a collection error, an internal error or an interrupted
+    # run (2, 3, 4) must not pass as "0 failed".
+    broken = [r.label for r in runs if r.returncode not in (0, 5)]
+    if broken and not total["failed"]:
+        print(f"pytest did not complete cleanly for: {', '.join(broken)}")
+    return 1 if total["failed"] or broken else 0
 
 
 if __name__ == "__main__":
