@@ -94,6 +94,8 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     pub max_session_expiry: Limit<HumanDuration>,
     pub connect_timeout: HumanDuration,
+    /// Not zero.
+    pub checkpoint_interval: HumanDuration,
     /// A valid stream name.
     pub default_stream: String,
     /// At least 1.
@@ -280,6 +282,9 @@ impl Config {
         ];
         if let Some((key, _)) = mqtt_nonzero.iter().find(|(_, value)| *value == 0) {
             return Err((key, "must not be zero".into()));
+        }
+        if mqtt.checkpoint_interval.get().is_zero() {
+            return Err(("mqtt.checkpoint_interval", "must not be zero".into()));
         }
         if mqtt.max_packet_size.bytes() > 268_435_455 {
             return Err((

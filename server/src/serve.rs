@@ -316,6 +316,7 @@ fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
             u32::try_from(d.0.as_secs()).unwrap_or(u32::MAX)
         }),
         connect_timeout: m.connect_timeout.0,
+        checkpoint_interval: m.checkpoint_interval.0,
         default_stream: stream(&m.default_stream, "mqtt.default_stream")?,
         stream_partitions: m.stream_partitions,
         routes,

@@ -374,7 +374,11 @@ async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) 
                 session.out = BytesMut::new();
             }
         }
-        let deadline = last_heard + keep_alive.unwrap_or(far);
+        let silent_until = last_heard + keep_alive.unwrap_or(far);
+        // One timer for both: a second one would grow every connection's future.
+        let deadline = session
+            .checkpoint_due()
+            .map_or(silent_until, |due| due.min(silent_until));
         tokio::select! {
             read = io.read(&mut buf) => {
                 match read {
@@ -396,7 +400,10 @@ async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) 
             }
             _ = session.notified() => session.pump(),
             _ = tokio::time::sleep_until(deadline) => {
-                return Ending::server(wire::reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+                if Instant::now() >= silent_until {
+                    return Ending::server(wire::reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+                }
+                Box::pin(session.checkpoint()).await;
             }
             _ = kick.cancelled() => {
                 // Packets the client sent before it was taken over (a PUBREC, say) are still

@@ -86,6 +86,9 @@ pub struct Session {
     /// Whether MQTT 5 reason strings may be sent (Request Problem Information).
     problem_info: bool,
     staged: Vec<Staged>,
+    /// When the session's position is next stored: set when a persistent session finishes
+    /// acknowledging a message, cleared by [`Session::checkpoint`].
+    checkpoint_due: Option<tokio::time::Instant>,
     staged_msgs: Vec<Message>,
     /// Encoded packets to write to the client.
     pub out: BytesMut,
@@ -206,6 +209,7 @@ impl Session {
             will,
             problem_info: c.properties.request_problem_information != Some(0),
             staged: Vec::new(),
+            checkpoint_due: None,
             staged_msgs: Vec::new(),
             out: BytesMut::new(),
         };
@@ -299,6 +303,7 @@ impl Session {
                     .is_some_and(|i| i.delivery.qos == QoS::AtLeastOnce)
                 {
                     self.state.inflight.remove(&a.packet_id);
+                    self.acknowledged();
                 }
             }
             Packet::PubRec(a) => {
@@ -324,6 +329,7 @@ impl Session {
                     .is_some_and(|i| i.released)
                 {
                     self.state.inflight.remove(&a.packet_id);
+                    self.acknowledged();
                 }
             }
             Packet::PubRel(a) => {
@@ -355,6 +361,27 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A delivery finished: a persistent session's stored position is now behind.
+    fn acknowledged(&mut self) {
+        if self.state.expiry_interval > 0 && self.checkpoint_due.is_none() {
+            let interval = self.broker.settings.checkpoint_interval;
+            self.checkpoint_due = Some(tokio::time::Instant::now() + interval);
+        }
+    }
+
+    /// When [`Session::checkpoint`] should run, if it should.
+    pub fn checkpoint_due(&self) -> Option<tokio::time::Instant> {
+        self.checkpoint_due
+    }
+
+    /// Stores the session's position while it is connected.
+    pub async fn checkpoint(&mut self) {
+        self.checkpoint_due = None;
+        self.broker
+            .store_session(&self.opened.shared, &self.state)
+            .await;
     }
 
     fn disconnect(&mut self, d: Disconnect) -> Ending {

@@ -97,3 +97,64 @@ async fn persistent_session_and_retained_messages_survive_a_restart() {
     assert_eq!(retained.payload.as_ref(), b"fast");
     server.stop().await;
 }
+
+/// The sum of a stored session's positions: how many records it has finished with.
+fn stored_progress(server: &TestServer, client_id: &str) -> u64 {
+    let stored = server.router.space("mqtt.sessions");
+    let Some((_, bytes)) = stored.iter().find(|(k, _)| k == client_id) else {
+        return 0;
+    };
+    let v: serde_json::Value = serde_json::from_slice(bytes).expect("stored session is JSON");
+    v["positions"]
+        .as_array()
+        .expect("positions")
+        .iter()
+        .filter_map(|p| p[2].as_u64())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_connected_persistent_session_stores_its_progress() {
+    let settings = switchboard_mqtt::broker::MqttSettings {
+        checkpoint_interval: std::time::Duration::from_millis(100),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(settings).await;
+    let mut connect = connect_packet(ProtocolVersion::V311, "steady", false);
+    connect.keep_alive = 0;
+    let (mut c, _) = RawClient::connect(server.addr, connect).await;
+    c.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            "work".into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
+        properties: Default::default(),
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(stored_progress(&server, "steady"), 0);
+    for i in 0..3 {
+        publish_acked(&server, "work", format!("w{i}"), false).await;
+        let Some(Packet::Publish(p)) = c.recv().await else {
+            panic!("expected PUBLISH")
+        };
+        c.send(&Packet::PubAck(PubResp {
+            packet_id: p.packet_id,
+            ..Default::default()
+        }))
+        .await;
+    }
+    // Still connected: the position is stored on its own, shortly after the acknowledgements.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while stored_progress(&server, "steady") < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "progress never stored"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

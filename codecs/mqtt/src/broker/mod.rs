@@ -50,6 +50,9 @@ pub struct MqttSettings {
     pub max_session_expiry: u32,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
+    /// How soon after a connected persistent session acknowledged messages its position is
+    /// stored, so that a crash redelivers little of what was already acknowledged.
+    pub checkpoint_interval: Duration,
     /// Stream that receives topics no route names.
     pub default_stream: StreamName,
     /// Partitions of a stream the MQTT front end creates.
@@ -70,6 +73,7 @@ impl Default for MqttSettings {
             max_queued_messages: 10_000,
             max_session_expiry: u32::MAX,
             connect_timeout: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(5),
             #[allow(clippy::unwrap_used)] // a constant that is a valid name
             default_stream: StreamName::new("mqtt").unwrap(),
             stream_partitions: 8,
