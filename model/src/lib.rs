@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod builder;
 pub mod compression;
+pub mod follow;
 pub mod names;
 pub mod records;
 pub mod varint;
@@ -15,5 +16,6 @@ pub mod varint;
 pub use batch::{BatchError, BatchHeader, RecordBatch, split_batches};
 pub use builder::{BatchBuilder, Header, Record};
 pub use compression::Compression;
+pub use follow::{Followed, next_offset, records_from, stable_hash};
 pub use names::{Offset, PartitionId, StreamName, TopicPartition};
 pub use records::{DEFAULT_MAX_RECORDS_BYTES, RecordsError};

@@ -21,7 +21,7 @@ impl Router {
     /// to `handle` with the offset it was read from, which returns the offset to continue at
     /// (normally after the chunk's last batch). Returns when `cancel` fires. Retention that
     /// removes unread records moves the reader to the new log start; storage errors are logged
-    /// and retried after a pause.
+    /// and retried after a pause; a deleted stream ends the loop.
     pub async fn tail<F, Fut>(
         &self,
         tp: &TopicPartition,
@@ -36,7 +36,16 @@ impl Router {
         while !cancel.is_cancelled() {
             match self.read(tp, from, TAIL_READ_BYTES).await {
                 Ok(chunk) if !chunk.batches.is_empty() => {
-                    from = handle(from, chunk.batches).await;
+                    let next = handle(from, chunk.batches).await;
+                    if next <= from {
+                        // Nothing could be read past `from`: wait rather than spin on it.
+                        let e = RouterError::Storage(StorageError::Corrupt {
+                            tp: tp.clone(),
+                            reason: format!("no readable batch at offset {from}"),
+                        });
+                        pause_after(tp, &e, cancel).await;
+                    }
+                    from = next.max(from);
                 }
                 Ok(chunk) if from < chunk.bounds.log_start => from = chunk.bounds.log_start,
                 Ok(_) => {
@@ -63,6 +72,8 @@ impl Router {
                 {
                     from = log_start;
                 }
+                // The stream was deleted: there is nothing left to follow.
+                Err(RouterError::UnknownStream(_) | RouterError::UnknownPartition(_)) => return,
                 Err(e) => pause_after(tp, &e, cancel).await,
             }
         }

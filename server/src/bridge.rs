@@ -21,7 +21,7 @@ use bytes::Bytes;
 use switchboard_amqp::amqp_types::{AMQPValue, FieldTable, LongString, ShortString};
 use switchboard_amqp::model::{amqp_to_mqtt_topic, mqtt_to_amqp};
 use switchboard_amqp::{AmqpBroker, BRIDGED_EXCHANGE, BRIDGED_VHOST, BasicProperties, TopicBridge};
-use switchboard_model::{Offset, RecordBatch, TopicPartition};
+use switchboard_model::{Offset, TopicPartition, next_offset, records_from};
 use switchboard_mqtt::broker::Broker;
 use switchboard_mqtt::mapping::Message;
 use switchboard_mqtt::wire::QoS;
@@ -107,41 +107,32 @@ async fn forward_batches(
     from: Offset,
     batches: Vec<Bytes>,
 ) -> Offset {
-    let mut next = from;
-    let wanted = amqp.has_bindings(BRIDGED_VHOST, BRIDGED_EXCHANGE);
-    for bytes in batches {
-        let Ok(batch) = RecordBatch::parse(bytes) else {
-            continue;
-        };
-        next = next.max(batch.last_offset().max(0) as Offset + 1);
-        if !wanted || batch.header().is_control() {
+    if !amqp.has_bindings(BRIDGED_VHOST, BRIDGED_EXCHANGE) {
+        // Nobody would receive them: skip the chunk on its headers alone.
+        return next_offset(&batches, from);
+    }
+    let followed = records_from(batches, from);
+    for r in &followed.records {
+        let msg = Message::from_record(tp.stream.as_str(), r);
+        if msg.origin.is_some() || msg.is_expired(now_ms()) {
             continue;
         }
-        let Ok(records) = batch.records() else {
-            continue;
-        };
-        for r in records.iter().filter(|r| r.offset >= from) {
-            let msg = Message::from_record(tp.stream.as_str(), r);
-            if msg.origin.is_some() || msg.is_expired(now_ms()) {
-                continue;
-            }
-            let key = mqtt_to_amqp(&msg.topic);
-            let properties = properties_from_mqtt(&msg);
-            if let Err(e) = amqp
-                .publish(
-                    BRIDGED_VHOST,
-                    BRIDGED_EXCHANGE,
-                    &key,
-                    properties,
-                    msg.payload.clone(),
-                )
-                .await
-            {
-                tracing::warn!(topic = %msg.topic, error = %e, "MQTT message not routed through amq.topic");
-            }
+        let key = mqtt_to_amqp(&msg.topic);
+        let properties = properties_from_mqtt(&msg);
+        if let Err(e) = amqp
+            .publish(
+                BRIDGED_VHOST,
+                BRIDGED_EXCHANGE,
+                &key,
+                properties,
+                msg.payload.clone(),
+            )
+            .await
+        {
+            tracing::warn!(topic = %msg.topic, error = %e, "MQTT message not routed through amq.topic");
         }
     }
-    next
+    followed.next
 }
 
 fn short(s: &str) -> Option<ShortString> {

@@ -556,7 +556,7 @@ pub(super) fn expires_argument(args: &FieldTable) -> Result<Option<u64>, AmqpErr
 /// character a stream name cannot hold replaced by `_`, cut short, + a hash of the exact
 /// vhost and name so that two names sanitized alike still get different streams.
 pub(crate) fn durable_stream_name(vhost: &str, queue: &str) -> StreamName {
-    let hash = super::persist::fnv1a(format!("{vhost}\0{queue}").as_bytes());
+    let hash = switchboard_model::stable_hash(format!("{vhost}\0{queue}").as_bytes());
     let raw = format!("{vhost}.{queue}");
     let mut clean: String = raw
         .chars()

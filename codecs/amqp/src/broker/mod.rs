@@ -259,16 +259,27 @@ impl AmqpBroker {
     /// policy) every partition it was appended to. A failed sync turns the stored copies into
     /// refusals, so the publisher is nacked rather than told a lie.
     pub(crate) async fn sync(&self, published: &mut Published) {
-        let mut tps = std::mem::take(&mut published.unsynced);
+        if !self
+            .sync_partitions(std::mem::take(&mut published.unsynced))
+            .await
+        {
+            published.refused += published.stored;
+            published.stored = 0;
+        }
+    }
+
+    /// Fsyncs each partition once (under the storage's fsync policy); false if one failed.
+    pub(crate) async fn sync_partitions(&self, mut tps: Vec<TopicPartition>) -> bool {
         tps.sort();
         tps.dedup();
+        let mut ok = true;
         for tp in tps {
             if let Err(e) = self.router.sync(&tp).await {
                 tracing::warn!(%tp, error = %e, "persistent messages not synced");
-                published.refused += published.stored;
-                published.stored = 0;
+                ok = false;
             }
         }
+        ok
     }
 
     /// Links `amq.topic` of the default vhost with MQTT: publishes there are also forwarded to

@@ -122,13 +122,6 @@ fn queue_key(vhost: &str, queue: &str) -> String {
     serde_json::to_string(&(vhost, queue)).unwrap_or_default()
 }
 
-/// FNV-1a: a stable hash, so a queue maps to the same stream after a restart.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl AmqpBroker {
     /// Rewrites the vhost's durable definitions.
     pub(crate) async fn persist_definitions(&self, vhost: &VHost) -> Result<(), AmqpError> {

@@ -1,30 +1,30 @@
 //! Stream queues (RabbitMQ's `x-queue-type: stream`): the queue is a stream of the same name —
 //! possibly a Kafka topic — and every consumer reads it from a position of its own
-//! (`x-stream-offset`), woken by appends through `Router::watch`. Acks only return prefetch
+//! (`x-stream-offset`), following it with `Router::tail` (woken by appends). Acks only return prefetch
 //! credit; nothing is removed. This is the bridge that lets Kafka producers feed AMQP
 //! consumers and AMQP publishers feed Kafka consumers.
 
 use std::sync::{Arc, Mutex};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use switchboard_model::{BatchBuilder, Offset, RecordBatch, StreamName, TopicPartition};
-use switchboard_router::{MAX_WAIT, RouterError, Waiter, now_ms};
-use switchboard_storage::{Durability, StorageError};
+use switchboard_model::{
+    BatchBuilder, Offset, StreamName, TopicPartition, records_from, stable_hash,
+};
+use switchboard_router::now_ms;
+use switchboard_storage::Durability;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::AmqpBroker;
 use super::lock;
 use super::outbox::{AckTarget, ChannelShared, OutgoingKind};
 use super::queues::{Backing, QueueHandle};
-use super::{AmqpBroker, persist::fnv1a};
 use crate::ReplyCode;
 use crate::error::AmqpError;
 use crate::mapping;
 use crate::queue::{Message, PublishOutcome};
 
-/// Bytes a stream consumer reads at a time.
-const READ_BYTES: usize = 256 * 1024;
-/// Pause after a storage error, or while the channel is paused by `channel.flow`.
+/// Pause while the channel is paused by `channel.flow`.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The prefetch window of one stream consumer: a permit per delivery it may have unacked.
@@ -125,7 +125,7 @@ impl AmqpBroker {
         let p = if partitions == 1 {
             0
         } else {
-            (fnv1a(message.routing_key.as_bytes()) % u64::from(partitions)) as u32
+            (stable_hash(message.routing_key.as_bytes()) % u64::from(partitions)) as u32
         };
         let tp = TopicPartition::new(stream.clone(), p);
         let mut batch = BatchBuilder::new();
@@ -224,48 +224,22 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, mut pos: Offset) {
-        let waiter = Waiter::new();
-        while !self.cancel.is_cancelled() {
-            match self.broker.router().read(&self.tp, pos, READ_BYTES).await {
-                Ok(chunk) if !chunk.batches.is_empty() => {
-                    match self.deliver(pos, chunk.batches).await {
-                        Some(next) => pos = next,
-                        None => return,
+    async fn run(self, from: Offset) {
+        let router = self.broker.router().clone();
+        let handle = |from: Offset, batches: Vec<bytes::Bytes>| {
+            let reader = &self;
+            async move {
+                match reader.deliver(from, batches).await {
+                    Some(next) => next,
+                    None => {
+                        // The consumer is gone: stop following.
+                        reader.cancel.cancel();
+                        from
                     }
-                }
-                Ok(chunk) if pos < chunk.bounds.log_start => pos = chunk.bounds.log_start,
-                Ok(_) => {
-                    // Register first, then look again, so an append in between is not missed.
-                    if self.broker.router().watch(&self.tp, &waiter).await.is_err() {
-                        self.pause().await;
-                        continue;
-                    }
-                    match self.broker.router().bounds(&self.tp).await {
-                        Ok(b) if b.high_watermark > pos => continue,
-                        Ok(_) => {}
-                        Err(_) => {
-                            self.pause().await;
-                            continue;
-                        }
-                    }
-                    tokio::select! {
-                        _ = waiter.wait(MAX_WAIT) => {}
-                        _ = self.cancel.cancelled() => return,
-                    }
-                }
-                Err(RouterError::Storage(StorageError::OffsetOutOfRange { log_start, .. }))
-                    if pos < log_start =>
-                {
-                    pos = log_start;
-                }
-                Err(RouterError::UnknownStream(_)) => return,
-                Err(e) => {
-                    tracing::warn!(partition = %self.tp, error = %e, "stream consumer cannot read");
-                    self.pause().await;
                 }
             }
-        }
+        };
+        router.tail(&self.tp, from, &self.cancel, handle).await;
     }
 
     async fn pause(&self) {
@@ -278,23 +252,13 @@ impl Reader {
     /// Delivers the records at or after `from`, each when credit allows. Returns the next
     /// position, or `None` when the consumer is gone.
     async fn deliver(&self, from: Offset, batches: Vec<bytes::Bytes>) -> Option<Offset> {
-        let mut next = from;
-        for bytes in batches {
-            let Ok(batch) = RecordBatch::parse(bytes) else {
-                continue;
-            };
-            let end = batch.last_offset().max(0) as u64 + 1;
-            if batch.header().is_control() {
-                next = next.max(end);
-                continue;
-            }
-            let Ok(records) = batch.records() else {
-                tracing::warn!(partition = %self.tp, "stream consumer skips a batch it cannot read");
-                next = next.max(end);
-                continue;
-            };
-            let start = next;
-            for r in records.iter().filter(|r| r.offset >= start) {
+        let followed = records_from(batches, from);
+        if followed.unreadable > 0 {
+            tracing::warn!(partition = %self.tp, from, batches = followed.unreadable,
+                "stream consumer skips batches it cannot read");
+        }
+        {
+            for r in &followed.records {
                 tokio::select! {
                     permit = self.credit.permits.acquire() => match permit {
                         Ok(p) => p.forget(),
@@ -342,11 +306,9 @@ impl Reader {
                         return None;
                     }
                 }
-                next = r.offset + 1;
             }
-            next = next.max(end);
         }
-        Some(next)
+        Some(followed.next)
     }
 }
 

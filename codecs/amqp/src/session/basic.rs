@@ -409,13 +409,8 @@ impl Session {
     /// Fsyncs the partitions that persistent messages of this read were appended to; false if
     /// one failed.
     pub(super) async fn sync_published(&mut self) -> bool {
-        let mut published = crate::broker::Published {
-            stored: 1,
-            refused: 0,
-            unsynced: std::mem::take(&mut self.unsynced),
-        };
-        self.broker.sync(&mut published).await;
-        published.refused == 0
+        let unsynced = std::mem::take(&mut self.unsynced);
+        self.broker.sync_partitions(unsynced).await
     }
 
     /// Confirms the publishes of the last read: one `basic.ack multiple` per run of stored

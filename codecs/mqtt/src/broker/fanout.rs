@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_model::{Offset, Record, RecordBatch, TopicPartition};
+use switchboard_model::{Offset, Record, TopicPartition, records_from};
 use switchboard_router::now_ms;
 
 use super::{Broker, Delivery, PublishError, SessionShared, lock, read};
@@ -102,32 +102,15 @@ impl Broker {
 
     /// Delivers the records at or after `from`; returns the offset after the last batch.
     fn fan_out(&self, tp: &TopicPartition, from: Offset, batches: Vec<Bytes>) -> Offset {
-        let mut next = from;
-        for bytes in batches {
-            let batch = match RecordBatch::parse(bytes) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(%tp, offset = next, error = %e, "skipping a batch that does not parse");
-                    continue;
-                }
-            };
-            next = next.max(batch.last_offset().max(0) as u64 + 1);
-            if batch.header().is_control() {
-                continue;
-            }
-            match batch.records() {
-                Ok(records) => {
-                    for r in records.iter().filter(|r| r.offset >= from) {
-                        self.deliver_record(tp, r);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%tp, base_offset = batch.base_offset(), error = %e,
-                        "MQTT subscribers cannot receive this batch");
-                }
-            }
+        let followed = records_from(batches, from);
+        if followed.unreadable > 0 {
+            tracing::warn!(%tp, from, batches = followed.unreadable,
+                "MQTT subscribers cannot receive batches that do not decode");
         }
-        next
+        for r in &followed.records {
+            self.deliver_record(tp, r);
+        }
+        followed.next
     }
 
     fn deliver_record(&self, tp: &TopicPartition, record: &Record) {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use switchboard_model::{BatchBuilder, Offset, StreamName, TopicPartition};
+use switchboard_model::{BatchBuilder, Offset, StreamName, TopicPartition, stable_hash};
 use switchboard_router::{Router, RouterError, now_ms};
 use switchboard_storage::Durability;
 use tokio_util::sync::CancellationToken;
@@ -192,7 +192,7 @@ impl Broker {
         let partitions = *read(&self.streams)
             .get(stream)
             .ok_or_else(|| PublishError::UnknownStream(stream.clone()))?;
-        let p = fnv1a(topic.as_bytes()) % u64::from(partitions.max(1));
+        let p = stable_hash(topic.as_bytes()) % u64::from(partitions.max(1));
         Ok(TopicPartition::new(stream.clone(), p as u32))
     }
 
@@ -290,13 +290,6 @@ impl Broker {
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }
-}
-
-/// FNV-1a: a stable hash, so a topic maps to the same partition after a restart.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

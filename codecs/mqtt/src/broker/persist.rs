@@ -346,32 +346,29 @@ impl Broker {
                     return;
                 }
             };
-            for bytes in chunk.batches {
-                let Ok(batch) = switchboard_model::RecordBatch::parse(bytes) else {
-                    return;
+            let followed = switchboard_model::records_from(chunk.batches, from);
+            for r in &followed.records {
+                let msg = Message::from_record(tp.stream.as_str(), r);
+                let Some((qos, ids)) = best_match(&shared.client_id, state, &msg) else {
+                    continue;
                 };
-                let next = batch.last_offset().max(0) as u64 + 1;
-                if let Ok(records) = batch.records() {
-                    for r in records.iter().filter(|r| r.offset >= from) {
-                        let msg = Message::from_record(tp.stream.as_str(), r);
-                        let Some((qos, ids)) = best_match(&shared.client_id, state, &msg) else {
-                            continue;
-                        };
-                        if qos == QoS::AtMostOnce || msg.is_expired(now_ms()) {
-                            continue;
-                        }
-                        let d = Delivery {
-                            msg: Arc::new(msg),
-                            qos,
-                            retain: false,
-                            subscription_ids: ids,
-                            origin: Some((tp.clone(), r.offset)),
-                        };
-                        shared.push(d, self.settings.max_queued_messages);
-                    }
+                if qos == QoS::AtMostOnce || msg.is_expired(now_ms()) {
+                    continue;
                 }
-                from = from.max(next);
+                let d = Delivery {
+                    msg: Arc::new(msg),
+                    qos,
+                    retain: false,
+                    subscription_ids: ids,
+                    origin: Some((tp.clone(), r.offset)),
+                };
+                shared.push(d, self.settings.max_queued_messages);
             }
+            if followed.next <= from {
+                tracing::warn!(%tp, from, "replay stops at a batch that does not decode");
+                return;
+            }
+            from = followed.next;
         }
     }
 }

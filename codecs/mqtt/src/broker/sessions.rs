@@ -3,12 +3,13 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use switchboard_model::{Offset, TopicPartition};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::lock;
 use crate::mapping::Message;
 use crate::topic::FilterSpec;
 use crate::wire::{QoS, SubscriptionOptions};
@@ -92,11 +93,6 @@ pub struct SessionShared {
     pub(crate) parked: Mutex<Option<SessionState>>,
     /// Bumped on every connect, so a timer armed for an older disconnect does nothing.
     pub(crate) generation: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SessionShared {
@@ -110,7 +106,6 @@ impl SessionShared {
             live: Mutex::new(None),
             parked: Mutex::new(None),
             generation: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
         })
     }
 
@@ -123,8 +118,8 @@ impl SessionShared {
     }
 
     /// Queues a delivery. QoS 0 messages are not queued for a session that is offline (as
-    /// Mosquitto does by default); past `max_queued` messages the newest are dropped and
-    /// counted. Returns whether it was queued.
+    /// Mosquitto does by default); past `max_queued` messages the newest are dropped. Returns
+    /// whether it was queued (the caller counts drops).
     pub fn push(&self, delivery: Delivery, max_queued: usize) -> bool {
         if delivery.qos == QoS::AtMostOnce && !self.is_online() {
             return false;
@@ -132,8 +127,6 @@ impl SessionShared {
         {
             let mut q = lock(&self.outbox);
             if q.len() >= max_queued {
-                drop(q);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             q.push_back(delivery);
@@ -208,13 +201,13 @@ mod tests {
     }
 
     #[test]
-    fn a_full_outbox_drops_and_counts() {
+    fn a_full_outbox_refuses_more() {
         let s = SessionShared::new("c".into());
-        for _ in 0..3 {
-            s.push(delivery(QoS::AtLeastOnce), 2);
-        }
+        let pushed: Vec<bool> = (0..3)
+            .map(|_| s.push(delivery(QoS::AtLeastOnce), 2))
+            .collect();
+        assert_eq!(pushed, vec![true, true, false]);
         assert_eq!(s.queued(), 2);
-        assert_eq!(s.dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]
