@@ -6,10 +6,11 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader};
 
 use crate::handlers::{self, Request};
-use crate::wire::{self, WireError};
-use crate::{KafkaContext, versions};
+use crate::wire::{self, Preamble, WireError};
+use crate::{KafkaContext, unsupported, versions};
 
 /// What to send back for one frame.
+#[derive(Debug)]
 pub enum Reply {
     Frame(Bytes),
     /// acks=0 produce: the protocol sends nothing.
@@ -19,38 +20,64 @@ pub enum Reply {
 /// Handles one frame. An error means the connection must be closed.
 pub async fn dispatch(ctx: &KafkaContext, mut frame: Bytes) -> Result<Reply, WireError> {
     let pre = wire::peek_preamble(&frame)?;
-    let Ok(api) = ApiKey::try_from(pre.api_key) else {
-        return Err(WireError::BadHeader(format!(
-            "unknown API key {}",
-            pre.api_key
-        )));
-    };
-    let supported = versions::supported(api);
+    // An unknown key has no response layout to answer in, so the connection closes.
+    let api = ApiKey::try_from(pre.api_key).map_err(|()| WireError::UnknownApiKey(pre.api_key))?;
     let api_name: &'static str = api_name(api);
     ctx.metrics.requests.with_label_values(&[api_name]).inc();
-    let in_range = supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&pre.api_version));
-    if api == ApiKey::ApiVersions && !in_range {
+    let supported = versions::supported(api);
+    if supported.is_some_and(|(lo, hi)| (lo..=hi).contains(&pre.api_version)) {
+        let header: RequestHeader = wire::decode_header(api, pre.api_version, &mut frame)?;
+        let request = Request {
+            header: &header,
+            version: pre.api_version,
+            api,
+        };
+        return handlers::handle(ctx, request, frame).await;
+    }
+    if api == ApiKey::ApiVersions {
         // KIP-511: a client newer than us learns our range from a v0 answer with error 35.
         return unsupported_api_versions(pre.correlation_id).map(Reply::Frame);
     }
-    if !in_range {
-        tracing::info!(
-            api = api_name,
-            version = pre.api_version,
-            "request for an API version we do not serve; closing as Kafka does"
-        );
-        return Err(WireError::BadHeader(format!(
-            "{api_name} v{} is not supported (supported: {supported:?})",
-            pre.api_version
-        )));
+    let reply = refuse(api, pre, frame)?;
+    ctx.metrics
+        .request_errors
+        .with_label_values(&[api_name])
+        .inc();
+    tracing::info!(
+        api = ?api,
+        version = pre.api_version,
+        supported = ?supported,
+        "answered UNSUPPORTED_VERSION: we do not serve this API version"
+    );
+    Ok(reply)
+}
+
+/// Answers a request for an API or version we do not serve with UNSUPPORTED_VERSION (see
+/// [`unsupported`] for the rule and how it differs from Apache Kafka). Pure: frame in, frame out.
+///
+/// Errs, closing the connection, where no well-formed answer exists: a version beyond what
+/// kafka-protocol can decode and encode (we could not even find where the header ends, nor lay
+/// out a response the client would parse), or a body that does not decode (the frame is garbage
+/// and the stream may be out of step).
+pub(crate) fn refuse(api: ApiKey, pre: Preamble, mut frame: Bytes) -> Result<Reply, WireError> {
+    let version = pre.api_version;
+    let codec = api.valid_versions();
+    if !(codec.min..=codec.max).contains(&version) {
+        return Err(WireError::VersionBeyondCodec {
+            api,
+            version,
+            min: codec.min,
+            max: codec.max,
+        });
     }
-    let header: RequestHeader = wire::decode_header(api, pre.api_version, &mut frame)?;
-    let request = Request {
-        header: &header,
-        version: pre.api_version,
-        api,
-    };
-    handlers::handle(ctx, request, frame).await
+    let header = wire::decode_header(api, version, &mut frame)?;
+    let request = wire::decode_request(api, version, &mut frame)?;
+    let response =
+        unsupported::answer(&request, version).ok_or(WireError::Unanswerable { api, version })?;
+    if !unsupported::expects_answer(&request) {
+        return Ok(Reply::Nothing);
+    }
+    wire::encode_response_kind(header.correlation_id, api, version, &response).map(Reply::Frame)
 }
 
 fn unsupported_api_versions(correlation_id: i32) -> Result<Bytes, WireError> {

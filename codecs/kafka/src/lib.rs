@@ -1,5 +1,6 @@
 //! Kafka front end: framing ([`wire`]), one handler per API key ([`handlers`]), the classic
-//! consumer-group coordinator ([`coordinator`]) and the connection loop ([`conn`]).
+//! consumer-group coordinator ([`coordinator`]) and the connection loop ([`conn`]). A request
+//! for an API or version we do not serve gets an UNSUPPORTED_VERSION answer (`unsupported`).
 
 pub mod conn;
 pub mod coordinator;
@@ -7,6 +8,7 @@ mod dispatch;
 pub mod errors;
 pub mod handlers;
 pub mod metrics;
+mod unsupported;
 pub mod versions;
 pub mod wire;
 

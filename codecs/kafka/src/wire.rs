@@ -2,7 +2,7 @@
 //! "Need more bytes" is `Ok(None)`, not an error.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 /// Why a frame or header could not be read. Every variant closes the connection.
@@ -16,6 +16,22 @@ pub enum WireError {
     ShortHeader(usize),
     #[error("request header could not be decoded: {0}")]
     BadHeader(String),
+    /// No Kafka release we know defines this key, so there is no response layout to answer in.
+    #[error("API key {0} is unknown to this broker's Kafka codec")]
+    UnknownApiKey(i16),
+    /// The codec cannot read the header and body of this version, nor write its response.
+    #[error(
+        "{api:?} v{version} is beyond what this broker's Kafka codec can read (v{min} to v{max})"
+    )]
+    VersionBeyondCodec {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
+    /// A request we would refuse, for which no error answer can be built (see `unsupported`).
+    #[error("{api:?} v{version} is not served and has no error answer to give")]
+    Unanswerable { api: ApiKey, version: i16 },
     #[error("request body of {api:?} v{version} could not be decoded: {reason}")]
     BadBody {
         api: ApiKey,
@@ -88,6 +104,19 @@ pub fn decode_body<T: Decodable>(
     })
 }
 
+/// Decodes the body of a request to any API the codec knows, served by us or not.
+pub fn decode_request(
+    api: ApiKey,
+    version: i16,
+    body: &mut Bytes,
+) -> Result<RequestKind, WireError> {
+    RequestKind::decode(api, body, version).map_err(|e| WireError::BadBody {
+        api,
+        version,
+        reason: format!("{e:#}"),
+    })
+}
+
 /// Encodes a whole response frame: size, header (v0 or v1 as the API and version demand), body.
 pub fn encode_response<R: Encodable + HeaderVersion>(
     correlation_id: i32,
@@ -111,6 +140,27 @@ pub fn encode_response_with_header_version<R: Encodable>(
     out.put_i32(size as i32);
     header.encode(&mut out, header_version).map_err(enc)?;
     body.encode(&mut out, version).map_err(enc)?;
+    Ok(out.freeze())
+}
+
+/// Encodes a whole response frame around a response to any API (see [`encode_response`]).
+pub fn encode_response_kind(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<Bytes, WireError> {
+    let enc = |e: anyhow::Error| WireError::Encode(format!("{e:#}"));
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut out = BytesMut::new();
+    out.put_i32(0); // the size, written once the frame is complete
+    header
+        .encode(&mut out, api.response_header_version(version))
+        .map_err(enc)?;
+    body.encode(&mut out, version).map_err(enc)?;
+    let size = i32::try_from(out.len() - 4)
+        .map_err(|_| WireError::Encode(format!("response of {} bytes", out.len())))?;
+    out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
 }
 
