@@ -12,8 +12,8 @@ mod units;
 pub use error::{ConfigError, Origin};
 pub use load::{CONFIG_FILE_ENV, ENV_PREFIX, OPTIONAL_KEYS, load};
 pub use schema::{
-    AdminConfig, Config, FsyncPolicy, KafkaConfig, LogConfig, LogFormat, MetaConfig,
-    RetentionConfig, StorageConfig, StorageLogConfig,
+    AdminConfig, Config, FsyncPolicy, KafkaConfig, LogConfig, LogFormat, MetaConfig, ObjectMode,
+    RetentionConfig, StorageConfig, StorageLogConfig, StorageObjectConfig,
 };
 pub use units::{HumanDuration, Limit, ParseUnitError, Size};
 

@@ -149,6 +149,41 @@ pub struct StorageConfig {
     /// Backend URL; empty means the default, see [`Config::storage_url`].
     pub url: String,
     pub log: StorageLogConfig,
+    pub object: StorageObjectConfig,
+}
+
+/// `[storage.object]`: object stores (`s3://`, and `object+file://` / `object+memory://`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageObjectConfig {
+    pub mode: ObjectMode,
+    /// S3 endpoint URL; empty means AWS (or `AWS_ENDPOINT` from the environment).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub allow_http: bool,
+    pub virtual_hosted: bool,
+    /// Direct mode: how long a write waits for others to share its object; not zero.
+    pub flush_interval: HumanDuration,
+    /// Direct mode: an object is written once this much is waiting; not zero.
+    pub flush_size: Size,
+    /// Recently written or read object bytes kept in memory.
+    pub cache_size: Size,
+    /// Tiered mode: bytes each partition keeps on local disk once they are uploaded.
+    pub local_retention: Size,
+    /// Tiered mode: how often closed ranges of the local log are uploaded; not zero.
+    pub upload_interval: HumanDuration,
+}
+
+/// How an object store holds the streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectMode {
+    /// Everything in the object store, nothing on local disk.
+    Direct,
+    /// The native log takes writes; older data moves to the object store.
+    Tiered,
 }
 
 /// `[storage.log]`: the native segment log (`file://`).
@@ -262,6 +297,16 @@ impl Config {
         ];
         if let Some((key, _)) = nonzero.iter().find(|(_, value)| *value == 0) {
             return Err((key, "must not be zero".into()));
+        }
+        let object = &self.storage.object;
+        if object.flush_interval.get().is_zero() {
+            return Err(("storage.object.flush_interval", "must not be zero".into()));
+        }
+        if object.flush_size.bytes() == 0 {
+            return Err(("storage.object.flush_size", "must not be zero".into()));
+        }
+        if object.upload_interval.get().is_zero() {
+            return Err(("storage.object.upload_interval", "must not be zero".into()));
         }
         if self.retention.check_interval.get().is_zero() {
             return Err(("retention.check_interval", "must not be zero".into()));

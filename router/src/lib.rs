@@ -191,6 +191,28 @@ impl Router {
         Ok(meta)
     }
 
+    /// Registers the streams that storage holds but the routing table does not know, with as
+    /// many partitions as storage has: a broker started on a clean disk over shared storage
+    /// serves the streams written before. Their configs and consumer positions lived in the
+    /// old routing table and start empty. Returns the streams adopted.
+    pub async fn adopt_stored_streams(&self) -> RouterResult<Vec<StreamName>> {
+        let mut found: BTreeMap<StreamName, u32> = BTreeMap::new();
+        for tp in self.storage.stored_partitions().await? {
+            let count = found.entry(tp.stream.clone()).or_default();
+            *count = (*count).max(tp.partition + 1);
+        }
+        let mut adopted = Vec::new();
+        for (name, partitions) in found {
+            if self.stream(&name).is_some() {
+                continue;
+            }
+            self.create_stream(name.clone(), partitions, BTreeMap::new())
+                .await?;
+            adopted.push(name);
+        }
+        Ok(adopted)
+    }
+
     pub async fn delete_stream(&self, name: &StreamName) -> RouterResult<()> {
         let cmd = Command::DeleteStream { name: name.clone() };
         let meta = self.expect_stream(self.meta.propose(cmd).await?)?;

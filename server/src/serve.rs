@@ -121,6 +121,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let storage = crate::storage::open(&config).await?;
     tracing::info!(storage = storage.kind(), url = %config.storage_url(), "storage ready");
     let router = Router::new(meta.clone(), storage);
+    let adopted = router
+        .adopt_stored_streams()
+        .await
+        .context("registering the streams found in storage")?;
+    if !adopted.is_empty() {
+        tracing::info!(
+            streams = ?adopted,
+            "storage holds streams the routing table did not know; serving them"
+        );
+    }
 
     let registry = Registry::new();
     let cancel = CancellationToken::new();

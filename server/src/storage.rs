@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use switchboard_config::{Config, FsyncPolicy};
+use switchboard_config::{Config, FsyncPolicy, ObjectMode};
 use switchboard_log::{LogConfig, LogStorage};
 use switchboard_memory::MemoryStorage;
+use switchboard_object::{ObjectConfig, ObjectStorage, StoreOptions, TierConfig, TieredStorage};
 use switchboard_storage::SharedStorage;
 
 pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
@@ -15,12 +16,61 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
         tracing::warn!("storage is memory://: nothing survives a restart");
         return Ok(Arc::new(MemoryStorage::new()));
     }
-    let Some(path) = url.strip_prefix("file://") else {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Arc::new(open_log(config, path).await?));
+    }
+    // `object+file://` and `object+memory://` select the object layout over a local directory
+    // or memory; `s3://` needs no marker.
+    let object_url = url.strip_prefix("object+").unwrap_or(&url);
+    if !object_url.starts_with("s3://")
+        && !object_url.starts_with("file://")
+        && !object_url.starts_with("memory://")
+    {
         bail!(
-            "storage.url {url:?} has an unsupported scheme: use file://PATH or memory:// \
-             (object storage arrives with the object backend)"
+            "storage.url {url:?} has an unsupported scheme: use file://PATH (native log), \
+             memory://, s3://BUCKET/PREFIX, object+file://PATH or object+memory://"
         );
+    }
+    let o = &config.storage.object;
+    let opts = StoreOptions {
+        endpoint: o.endpoint.clone(),
+        region: o.region.clone(),
+        access_key_id: o.access_key_id.clone(),
+        secret_access_key: o.secret_access_key.clone(),
+        allow_http: o.allow_http,
+        virtual_hosted: o.virtual_hosted,
     };
+    let (store, prefix, kind) = switchboard_object::open_store(object_url, &opts)
+        .with_context(|| format!("opening the object store {url}"))?;
+    let cfg = ObjectConfig {
+        flush_interval: o.flush_interval.0,
+        flush_bytes: o.flush_size.as_usize(),
+        cache_bytes: o.cache_size.as_usize(),
+        ..ObjectConfig::default()
+    };
+    let remote = ObjectStorage::open(store, prefix, cfg, kind)
+        .await
+        .with_context(|| format!("reading the object log at {url}"))?;
+    match o.mode {
+        ObjectMode::Direct => {
+            tracing::info!(%url, "storage: object store, direct mode (no local data)");
+            Ok(Arc::new(remote))
+        }
+        ObjectMode::Tiered => {
+            let local_dir = config.data_dir.join("streams");
+            let local = open_log(config, &local_dir.to_string_lossy()).await?;
+            tracing::info!(%url, local = %local_dir.display(), "storage: native log tiered to an object store");
+            let tier = TierConfig {
+                upload_interval: o.upload_interval.0,
+                local_retention_bytes: o.local_retention.bytes(),
+            };
+            Ok(Arc::new(TieredStorage::new(Arc::new(local), remote, tier)))
+        }
+    }
+}
+
+/// The native log under `path`, with `[storage.log]`'s settings.
+async fn open_log(config: &Config, path: &str) -> anyhow::Result<LogStorage> {
     let log = &config.storage.log;
     let fsync = match log.fsync {
         FsyncPolicy::OnAckAll => switchboard_log::FsyncPolicy::OnSync,
@@ -36,8 +86,7 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
         tail_cache_bytes: log.tail_cache.as_usize(),
     };
     let root = PathBuf::from(path);
-    let storage = LogStorage::open(&root, cfg)
+    LogStorage::open(&root, cfg)
         .await
-        .with_context(|| format!("opening the native log at {}", root.display()))?;
-    Ok(Arc::new(storage))
+        .with_context(|| format!("opening the native log at {}", root.display()))
 }

@@ -17,6 +17,10 @@ pub enum StorageError {
     },
     #[error("corrupt data in {tp}: {reason}")]
     Corrupt { tp: TopicPartition, reason: String },
+    /// Damage that belongs to the store as a whole rather than to one partition (an object
+    /// log's unreadable index object, say).
+    #[error("corrupt storage: {0}")]
+    CorruptStore(String),
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
     #[error("storage I/O failed: {0}")]

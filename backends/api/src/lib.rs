@@ -124,6 +124,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes the partition and its data.
     async fn remove_partition(&self, tp: &TopicPartition) -> StorageResult<()>;
+
+    /// The partitions holding data that this backend found on its own, without being told to
+    /// open them: what shared storage (an object store) brings to a broker started on a clean
+    /// disk. Backends whose data is local answer nothing: the routing table knows their streams.
+    async fn stored_partitions(&self) -> StorageResult<Vec<TopicPartition>> {
+        Ok(Vec::new())
+    }
 }
 
 pub type SharedStorage = Arc<dyn Storage>;

@@ -37,9 +37,10 @@ fn storage_error(e: &StorageError) -> ResponseError {
         StorageError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidBatch(_) => ResponseError::CorruptMessage,
-        StorageError::Corrupt { .. } | StorageError::Io(_) | StorageError::Unavailable(_) => {
-            ResponseError::KafkaStorageError
-        }
+        StorageError::Corrupt { .. }
+        | StorageError::CorruptStore(_)
+        | StorageError::Io(_)
+        | StorageError::Unavailable(_) => ResponseError::KafkaStorageError,
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
     }
 }
