@@ -19,6 +19,8 @@ def _emit(**event):
 
 
 def _reason(report) -> str:
+    if report.skipped and getattr(report, "wasxfail", None):  # an expected failure: say why
+        return _clean("expected failure (xfail): " + report.wasxfail)
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, message)
         text = str(longrepr[2])
@@ -29,6 +31,10 @@ def _reason(report) -> str:
     else:
         text = str(longrepr or "").strip().splitlines()[-1:] or [""]
         text = text[0]
+    return _clean(text)
+
+
+def _clean(text) -> str:
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())  # no terminal colours
     return text[:400] + ("…" if len(text) > 400 else "")
 

@@ -915,3 +915,18 @@ def conns():
     made = Connections()
     yield made
     made.close_all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Node.js clients (kafkajs, mqtt.js, amqplib): one adapter script per library in compat-tests/node.
+
+
+@pytest.fixture
+def node_clients():
+    """node_clients(adapter) -> a nodekit.Node running compat-tests/node/<adapter>.js; all are
+    closed after the test."""
+    from nodekit import Nodes
+
+    made = Nodes()
+    yield made
+    made.close_all()

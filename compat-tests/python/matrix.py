@@ -3,8 +3,9 @@
 
 compat-tests/run reads it; the tests themselves know nothing of it. A test is mapped by the first
 RULES entry whose pattern matches `file::test_name[params]` (re.search). Its column is the
-rule's client if it names one, else the file's client (FILES); "paho" is resolved to the
-protocol version in the test's parameters or name (v31 / v311 / v5; paho's default is 3.1.1).
+rule's client if it names one, else the file's client (FILES); "paho" and "mqtt.js" are
+resolved to the protocol version in the test's parameters or name (v31 / v311 / v5; the
+default is 3.1.1).
 A test no rule matches lands in the row "(unmapped)" of its file's section, and the runner
 warns: add a rule.
 
@@ -31,11 +32,16 @@ FILES = {
     "test_amqp_pika.py": ("amqp", "AMQP 0-9-1", "pika"),
     "test_amqp_cli.py": ("amqp", "AMQP 0-9-1", "amqp-tools"),
     "test_amqp_cross.py": ("amqp", "Cross-protocol (Switchboard only)", "pika"),
+    # Node.js clients, one adapter script each in compat-tests/node.
+    "test_kafka_kafkajs.py": ("kafka", "Kafka", "kafkajs"),
+    "test_mqtt_mqttjs.py": ("mqtt", "MQTT", "mqtt.js"),
+    "test_amqp_amqplib.py": ("amqp", "AMQP 0-9-1", "amqplib"),
 }
 
 # Column order (a section shows the columns it has cells in).
-CLIENTS = ["confluent-kafka", "kafka-python", "kcat", "paho 3.1", "paho 3.1.1", "paho 5",
-           "mosquitto_pub/sub", "pika", "amqp-tools", "raw socket", "switchboard CLI"]
+CLIENTS = ["confluent-kafka", "kafka-python", "kcat", "kafkajs", "paho 3.1", "paho 3.1.1",
+           "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1", "mqtt.js 5", "pika", "amqp-tools",
+           "amqplib", "raw socket", "switchboard CLI"]
 
 # Rows, in display order: (section, behaviour).
 ROWS = [
@@ -134,6 +140,17 @@ RULES = [
     (r"test_cli\.py::test_topic_cli", "topic admin CLI", None),
     (r"test_cli\.py::test_metrics", "metrics endpoint", None),
 
+    # Kafka: kafkajs -------------------------------------------------------------------------
+    (r"test_kafka_kafkajs\.py::test_produce_and_consume", "produce/consume", None),
+    (r"test_kafka_kafkajs\.py::test_unknown_topic_is_auto_created", "topic auto-creation", None),
+    (r"test_kafka_kafkajs\.py::test_committed_offsets", "consumer groups & committed offsets",
+     None),
+    (r"test_kafka_kafkajs\.py::test_second_member_joining", "consumer-group rebalance", None),
+    (r"test_kafka_kafkajs\.py::test_gzip", "compression codecs", None),
+    (r"test_kafka_kafkajs\.py::test_idempotent_producer", "idempotence", None),
+    (r"test_kafka_kafkajs\.py::test_admin_", "topic admin & metadata", None),
+    (r"test_kafka_kafkajs\.py::test_topic_offsets", "offsets for times & watermarks", None),
+
     # MQTT: paho and raw sockets ------------------------------------------------------------
     (r"test_mqtt_paho\.py::.*\[.*\bws\]", "WebSocket transport", None),
     (r"test_mqtt_paho\.py::test_connect_is_acknowledged", "connect", None),
@@ -175,6 +192,19 @@ RULES = [
     (r"test_mqtt_cli\.py::test_cli_.*retained", "retained messages", None),
     (r"test_mqtt_cli\.py::test_.*v5_properties", "MQTT 5 properties", None),
     (r"test_mqtt_cli\.py::test_cli_with_", "authentication", None),
+
+    # MQTT: mqtt.js --------------------------------------------------------------------------
+    (r"test_mqtt_mqttjs\.py::.*\[.*\bws\]", "WebSocket transport", None),
+    (r"test_mqtt_mqttjs\.py::test_connect_is_acknowledged", "connect", None),
+    (r"test_mqtt_mqttjs\.py::test_publish_reaches_subscriber", "publish/subscribe QoS 0/1/2",
+     None),
+    (r"test_mqtt_mqttjs\.py::test_wildcards", "topic wildcards", None),
+    (r"test_mqtt_mqttjs\.py::test_.*retained", "retained messages", None),
+    (r"test_mqtt_mqttjs\.py::test_will_", "will messages", None),
+    (r"test_mqtt_mqttjs\.py::test_persistent_session", "persistent sessions", None),
+    (r"test_mqtt_mqttjs\.py::test_v5_user_properties", "MQTT 5 properties", None),
+    (r"test_mqtt_mqttjs\.py::test_v5_topic_aliases", "topic aliases", None),
+    (r"test_mqtt_mqttjs\.py::test_v5_shared_", "shared subscriptions", None),
 
     # Cross-protocol -------------------------------------------------------------------------
     (r"test_mqtt_cross\.py::test_mqtt_publish_is_a_record", "MQTT → Kafka", "paho 3.1.1"),
@@ -229,6 +259,15 @@ RULES = [
     (r"test_amqp_pika\.py::test_stream_queue", "stream queues", None),
     (r"test_amqp_pika\.py::test_(durable_|confirmed_persistent)", "durability across restart",
      None),
+
+    # AMQP: amqplib --------------------------------------------------------------------------
+    (r"test_amqp_amqplib\.py::test_topic_exchange_delivers",
+     ("publish/consume", "exchange routing", "message properties & bodies"), None),
+    (r"test_amqp_amqplib\.py::test_publisher_confirms", "confirms", None),
+    (r"test_amqp_amqplib\.py::test_nack_", "nack/requeue", None),
+    (r"test_amqp_amqplib\.py::test_reject_without_requeue", "dead-lettering", None),
+    (r"test_amqp_amqplib\.py::test_queue_ttl", "TTL", None),
+    (r"test_amqp_amqplib\.py::test_prefetch", "prefetch", None),
 ]
 
 _V5_ONLY = "an MQTT 5 feature: protocol 3.1 / 3.1.1 has no way to express it"
@@ -241,12 +280,14 @@ NA = {
     **{(row, client): _V5_ONLY
        for row in ("message expiry", "MQTT 5 properties", "MQTT 5 subscription options",
                    "shared subscriptions", "topic aliases")
-       for client in ("paho 3.1", "paho 3.1.1")},
+       for client in ("paho 3.1", "paho 3.1.1", "mqtt.js 3.1.1")},
     **{("QoS 2 across reconnect", client): _RAW_ONLY
-       for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub")},
+       for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1",
+                      "mqtt.js 5")},
     **{("bad input", client): "a well-behaved client library only sends valid packets"
        for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub",
-                      "confluent-kafka", "kafka-python", "kcat")},
+                      "mqtt.js 3.1.1", "mqtt.js 5",
+                      "confluent-kafka", "kafka-python", "kcat", "kafkajs")},
     ("QoS downgrade", "mosquitto_pub/sub"): "one tool publishes, another subscribes: the pair "
                                             "is already covered by publish/subscribe",
     ("session takeover", "mosquitto_pub/sub"): "the tools cannot watch their own connection "
@@ -263,7 +304,9 @@ NA = {
 }
 
 _COMPILED = [(re.compile(p), (r,) if isinstance(r, str) else tuple(r), c) for p, r, c in RULES]
-_PAHO = {"v31": "paho 3.1", "v311": "paho 3.1.1", "v5": "paho 5"}
+# MQTT clients with one column per protocol version.
+_VERSIONS = {"v31": "3.1", "v311": "3.1.1", "v5": "5"}
+_VERSIONED = ("paho", "mqtt.js")
 
 
 def _short(nodeid: str) -> str:
@@ -271,17 +314,16 @@ def _short(nodeid: str) -> str:
     return nodeid.rsplit("/", 1)[-1]
 
 
-def _paho_version(short: str) -> str:
+def _versioned(client: str, short: str) -> str:
+    """"paho" / "mqtt.js" -> its column for the protocol version the test runs at."""
     name, _, params = short.partition("[")
     for token in re.split(r"[-\]]", params):
-        if token in _PAHO:
-            return _PAHO[token]
+        if token in _VERSIONS:
+            return f"{client} {_VERSIONS[token]}"
     test = name.split("::", 1)[-1]
     if test.startswith("test_v5_"):
-        return "paho 5"
-    if test.startswith("test_v311_"):
-        return "paho 3.1.1"
-    return "paho 3.1.1"  # mqttkit.Peer's default protocol
+        return f"{client} 5"
+    return f"{client} 3.1.1"  # mqttkit.Peer's and mqtt.js's default protocol
 
 
 def file_of(nodeid: str) -> str:
@@ -298,8 +340,8 @@ def classify(nodeid: str):
     else:
         rows, client = ("(unmapped)",), None
     client = client or default
-    if client == "paho":
-        client = _paho_version(short)
+    if client in _VERSIONED:
+        client = _versioned(client, short)
     mapped = rows != ("(unmapped)",)
     if mapped and (section, rows[0]) not in ROWS:  # row names may repeat across sections
         section = next((s for s, r in ROWS if r == rows[0]), section)
