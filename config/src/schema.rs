@@ -164,6 +164,8 @@ pub struct StorageObjectConfig {
     pub secret_access_key: String,
     pub allow_http: bool,
     pub virtual_hosted: bool,
+    /// How long a failing store request is retried before clients get a retryable error.
+    pub retry_timeout: HumanDuration,
     /// Direct mode: how long a write waits for others to share its object; not zero.
     pub flush_interval: HumanDuration,
     /// Direct mode: an object is written once this much is waiting; not zero.

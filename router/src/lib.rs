@@ -191,11 +191,20 @@ impl Router {
         Ok(meta)
     }
 
-    /// Registers the streams that storage holds but the routing table does not know, with as
-    /// many partitions as storage has: a broker started on a clean disk over shared storage
-    /// serves the streams written before. Their configs and consumer positions lived in the
-    /// old routing table and start empty. Returns the streams adopted.
-    pub async fn adopt_stored_streams(&self) -> RouterResult<Vec<StreamName>> {
+    /// Makes the routing table consistent with what storage already holds, when a broker
+    /// starts: a broker on a clean disk over shared storage (an object store) serves the
+    /// streams written before, and hands out no producer id that batches in storage carry.
+    ///
+    /// Streams storage holds but the table does not know are registered with as many
+    /// partitions as storage has; their configs and consumer positions lived in the old table
+    /// and start empty. Producer ids are raised past a floor from the clock (milliseconds
+    /// × 1024), which no earlier table reached unless it handed out 1024 ids per millisecond
+    /// since. Returns the streams adopted.
+    pub async fn recover_from_storage(&self) -> RouterResult<Vec<StreamName>> {
+        let floor = now_ms().saturating_mul(1024);
+        self.meta
+            .propose(Command::RaiseProducerIds { floor })
+            .await?;
         let mut found: BTreeMap<StreamName, u32> = BTreeMap::new();
         for tp in self.storage.stored_partitions().await? {
             let count = found.entry(tp.stream.clone()).or_default();

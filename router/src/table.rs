@@ -75,6 +75,12 @@ pub enum Command {
     },
     /// Hands out the next producer id (idempotent producers).
     AllocateProducerId,
+    /// Makes every later producer id at least `floor`. A broker proposes a floor from the
+    /// clock when it starts, so a routing table rebuilt on a clean disk over shared storage
+    /// never hands out an id whose batches storage already holds.
+    RaiseProducerIds {
+        floor: i64,
+    },
     /// Sets (`Some`) or removes (`None`) one entry of a front end's own metadata space (MQTT
     /// sessions and retained messages, AMQP exchanges and queues). The table does not look
     /// inside `value`: each front end owns its format, so the router stays protocol-neutral.
@@ -152,6 +158,10 @@ impl RoutingTable {
                 let id = self.next_producer_id;
                 self.next_producer_id += 1;
                 Applied::ProducerId(id)
+            }
+            Command::RaiseProducerIds { floor } => {
+                self.next_producer_id = self.next_producer_id.max(floor);
+                Applied::Done
             }
             Command::Put { space, key, value } => {
                 match value {

@@ -122,7 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(storage = storage.kind(), url = %config.storage_url(), "storage ready");
     let router = Router::new(meta.clone(), storage);
     let adopted = router
-        .adopt_stored_streams()
+        .recover_from_storage()
         .await
         .context("registering the streams found in storage")?;
     if !adopted.is_empty() {

@@ -39,6 +39,7 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
         secret_access_key: o.secret_access_key.clone(),
         allow_http: o.allow_http,
         virtual_hosted: o.virtual_hosted,
+        retry_timeout: o.retry_timeout.0,
     };
     let (store, prefix, kind) = switchboard_object::open_store(object_url, &opts)
         .with_context(|| format!("opening the object store {url}"))?;

@@ -8,12 +8,13 @@
 //! - `memory://`: process memory, for tests.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
 
 /// Settings of the S3 client; empty strings mean "not set".
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,9 @@ pub struct StoreOptions {
     pub allow_http: bool,
     /// Address buckets as `bucket.host` instead of `host/bucket`.
     pub virtual_hosted: bool,
+    /// How long a failing request is retried before the error reaches the caller (and, from
+    /// there, a client as a retryable error); zero keeps the client library's default.
+    pub retry_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,12 @@ pub fn open_store(
                 .with_virtual_hosted_style_request(opts.virtual_hosted);
             if !opts.endpoint.is_empty() {
                 b = b.with_endpoint(&opts.endpoint);
+            }
+            if !opts.retry_timeout.is_zero() {
+                b = b.with_retry(RetryConfig {
+                    retry_timeout: opts.retry_timeout,
+                    ..RetryConfig::default()
+                });
             }
             if !opts.region.is_empty() {
                 b = b.with_region(&opts.region);
