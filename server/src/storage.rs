@@ -23,12 +23,13 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
     // or memory; `s3://` needs no marker.
     let object_url = url.strip_prefix("object+").unwrap_or(&url);
     if !object_url.starts_with("s3://")
+        && !object_url.starts_with("hdfs://")
         && !object_url.starts_with("file://")
         && !object_url.starts_with("memory://")
     {
         bail!(
             "storage.url {url:?} has an unsupported scheme: use file://PATH (native log), \
-             memory://, s3://BUCKET/PREFIX, object+file://PATH or object+memory://"
+             memory://, s3://BUCKET/PREFIX, hdfs://NAMENODE/PREFIX, object+file://PATH or object+memory://"
         );
     }
     let o = &config.storage.object;

@@ -578,3 +578,26 @@ async fn conformance_on_a_real_s3_server() {
     })
     .await;
 }
+
+/// HDFS cannot run on the build machines (no Hadoop in any reachable registry). Against a real
+/// cluster: `SWITCHBOARD_TEST_HDFS_URL=hdfs://namenode:9000/switchboard-test cargo test -p
+/// switchboard-object hdfs` (the prefix must be writable; it is used as given).
+#[cfg(feature = "hdfs")]
+#[tokio::test]
+async fn conformance_on_hdfs_when_a_cluster_is_given() {
+    let Ok(url) = std::env::var("SWITCHBOARD_TEST_HDFS_URL") else {
+        eprintln!(
+            "SKIPPED: conformance on HDFS needs SWITCHBOARD_TEST_HDFS_URL=hdfs://namenode:port/prefix"
+        );
+        return;
+    };
+    let (store, root, kind) = open_store(&url, &StoreOptions::default()).unwrap();
+    assert_eq!(kind, "hdfs");
+    let root = root.child(format!("run-{}", std::process::id()));
+    run_all(&Over {
+        store,
+        root,
+        cfg: quick(),
+    })
+    .await;
+}

@@ -6,6 +6,10 @@
 //!   (local servers that allow anonymous access, such as SeaweedFS without identities).
 //! - `file:///path`: a local directory (the object layout, not the native log's).
 //! - `memory://`: process memory, for tests.
+//! - `hdfs://namenode:port/path` (or `hdfs://nameservice/path` with the Hadoop configuration
+//!   in `HADOOP_CONF_DIR`): HDFS through the pure-Rust `hdfs-native` client, with the `hdfs`
+//!   feature (on by default). A create is a write to a temporary file and a rename that refuses
+//!   to replace, so wal objects are fenced as on S3.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +40,7 @@ pub struct StoreOptions {
 pub enum UrlError {
     #[error("storage URL {0:?} has no scheme (expected s3://, file:// or memory://)")]
     NoScheme(String),
-    #[error("storage URL scheme {0:?} is not an object store (expected s3, file or memory)")]
+    #[error("storage URL scheme {0:?} is not an object store (expected s3, hdfs, file or memory)")]
     Scheme(String),
     #[error("storage URL {0:?} names no bucket")]
     NoBucket(String),
@@ -97,6 +101,14 @@ pub fn open_store(
             Ok((Arc::new(fs), Path::from(""), "object-file"))
         }
         "memory" => Ok((Arc::new(InMemory::new()), Path::from(rest), "object-memory")),
+        #[cfg(feature = "hdfs")]
+        "hdfs" => {
+            let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+                .with_url(format!("hdfs://{authority}"))
+                .build()?;
+            Ok((Arc::new(store), Path::from(prefix), "hdfs"))
+        }
         other => Err(UrlError::Scheme(other.to_string())),
     }
 }
@@ -128,5 +140,14 @@ mod tests {
             Err(UrlError::Scheme(_))
         ));
         assert!(matches!(open_store("x", &opts), Err(UrlError::NoScheme(_))));
+    }
+
+    #[cfg(feature = "hdfs")]
+    #[tokio::test]
+    async fn an_hdfs_url_names_the_namenode_and_the_prefix() {
+        // Building the client does not contact the namenode; the first request does.
+        let (_, prefix, kind) =
+            open_store("hdfs://127.0.0.1:1/streams/prod", &StoreOptions::default()).unwrap();
+        assert_eq!((prefix.as_ref(), kind), ("streams/prod", "hdfs"));
     }
 }
