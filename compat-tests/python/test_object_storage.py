@@ -17,7 +17,7 @@ from pathlib import Path
 import pika
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from conftest import free_port
 from mqttkit import V311, unique
@@ -111,7 +111,8 @@ def object_sets(weed, mode, prefix=None):
             f"storage.object.mode={mode}",
             "storage.object.upload_interval=200ms",
             "storage.object.local_retention=16 KiB",
-            "storage.object.retry_timeout=1s"]
+            "storage.object.retry_timeout=1s",
+            "storage.object.table_save_interval=200ms"]
 
 
 def produce(bootstrap, topic, values, **conf):
@@ -169,6 +170,51 @@ def test_kafka_records_survive_a_kill_and_a_clean_disk(weed, server_factory, tmp
     assert sorted(m.value() for m in got) == sorted(values)
     produce(s.bootstrap, topic, [b"after"])
     assert len(consume_all(s.bootstrap, topic, 3001)) == 3001
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "kill9"])
+def test_a_clean_disk_broker_resumes_consumer_groups_and_topic_configs(weed, server_factory, stop):
+    prefix = uuid.uuid4().hex
+    s = server_factory(extra_sets=object_sets(weed, "direct", prefix)).start()
+    topic, group = unique("ledger"), unique("billing")
+    admin = AdminClient({"bootstrap.servers": s.bootstrap})
+    new = NewTopic(topic, 2, 1, config={"retention.ms": "86400000"})
+    for f in admin.create_topics([new]).values():
+        f.result(30)
+    produce(s.bootstrap, topic, [f"e-{i}".encode() for i in range(600)])
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    first = []
+    deadline = time.monotonic() + 60
+    while len(first) < 200 and time.monotonic() < deadline:
+        first += [m for m in c.consume(200 - len(first), timeout=0.5) if m.error() is None]
+    assert len(first) == 200
+    c.commit(asynchronous=False)
+    c.close()
+    if stop == "sigterm":
+        s.stop()  # a clean stop saves the routing table on the way out
+    else:
+        time.sleep(1.0)  # several table_save_interval periods
+        s.kill9()
+    fresh = server_factory(extra_sets=object_sets(weed, "direct", prefix)).start()
+    assert "restored" in fresh.log_tail(100_000)
+    c = Consumer({"bootstrap.servers": fresh.bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    rest = []
+    deadline = time.monotonic() + 60
+    while len(rest) < 400 and time.monotonic() < deadline:
+        rest += [m for m in c.consume(400 - len(rest), timeout=0.5) if m.error() is None]
+    extra = [m for m in c.consume(10, timeout=1.0) if m.error() is None]
+    c.close()
+    seen = sorted(m.value() for m in first + rest + extra)
+    assert seen == sorted(f"e-{i}".encode() for i in range(600)), \
+        "the group resumes where it committed: every record once"
+    fresh_admin = AdminClient({"bootstrap.servers": fresh.bootstrap})
+    res = fresh_admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+    configs = list(res.values())[0].result(30)
+    assert configs["retention.ms"].value == "86400000"
 
 
 def test_tiered_mode_serves_old_offsets_from_the_store(weed, server_factory):

@@ -176,6 +176,8 @@ pub struct StorageObjectConfig {
     pub local_retention: Size,
     /// Tiered mode: how often closed ranges of the local log are uploaded; not zero.
     pub upload_interval: HumanDuration,
+    /// How often the routing table is saved beside the data, when it changed; not zero.
+    pub table_save_interval: HumanDuration,
 }
 
 /// How an object store holds the streams.
@@ -309,6 +311,9 @@ impl Config {
         }
         if object.upload_interval.get().is_zero() {
             return Err(("storage.object.upload_interval", "must not be zero".into()));
+        }
+        if object.table_save_interval.get().is_zero() {
+            return Err(("storage.object.table_save_interval", "must not be zero".into()));
         }
         if self.retention.check_interval.get().is_zero() {
             return Err(("retention.check_interval", "must not be zero".into()));

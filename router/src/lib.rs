@@ -7,6 +7,7 @@
 pub mod meta;
 mod partition;
 pub mod producers;
+mod recovery;
 mod retention;
 pub mod table;
 mod tail;
@@ -22,6 +23,7 @@ pub use meta::{MetaError, MetaStore};
 use partition::PartitionHandle;
 pub use partition::Waiter;
 use producers::{ProducerStates, SequenceCheck};
+pub use recovery::{Recovered, TABLE_BLOB, spawn_table_backup};
 pub use retention::{RetentionDefaults, spawn_retention};
 pub use table::{Applied, Command, CommittedOffset, OffsetCommit, Rejection, StreamMeta};
 
@@ -189,37 +191,6 @@ impl Router {
                 .await?;
         }
         Ok(meta)
-    }
-
-    /// Makes the routing table consistent with what storage already holds, when a broker
-    /// starts: a broker on a clean disk over shared storage (an object store) serves the
-    /// streams written before, and hands out no producer id that batches in storage carry.
-    ///
-    /// Streams storage holds but the table does not know are registered with as many
-    /// partitions as storage has; their configs and consumer positions lived in the old table
-    /// and start empty. Producer ids are raised past a floor from the clock (milliseconds
-    /// × 1024), which no earlier table reached unless it handed out 1024 ids per millisecond
-    /// since. Returns the streams adopted.
-    pub async fn recover_from_storage(&self) -> RouterResult<Vec<StreamName>> {
-        let floor = now_ms().saturating_mul(1024);
-        self.meta
-            .propose(Command::RaiseProducerIds { floor })
-            .await?;
-        let mut found: BTreeMap<StreamName, u32> = BTreeMap::new();
-        for tp in self.storage.stored_partitions().await? {
-            let count = found.entry(tp.stream.clone()).or_default();
-            *count = (*count).max(tp.partition + 1);
-        }
-        let mut adopted = Vec::new();
-        for (name, partitions) in found {
-            if self.stream(&name).is_some() {
-                continue;
-            }
-            self.create_stream(name.clone(), partitions, BTreeMap::new())
-                .await?;
-            adopted.push(name);
-        }
-        Ok(adopted)
     }
 
     pub async fn delete_stream(&self, name: &StreamName) -> RouterResult<()> {

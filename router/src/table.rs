@@ -81,6 +81,12 @@ pub enum Command {
     RaiseProducerIds {
         floor: i64,
     },
+    /// Replaces an empty table with a saved one (see [`RoutingTable::to_snapshot`]): a broker
+    /// starting on a clean disk over shared storage takes the routing table its predecessor
+    /// saved there. A table that holds anything is left alone.
+    Restore {
+        snapshot: Vec<u8>,
+    },
     /// Sets (`Some`) or removes (`None`) one entry of a front end's own metadata space (MQTT
     /// sessions and retained messages, AMQP exchanges and queues). The table does not look
     /// inside `value`: each front end owns its format, so the router stays protocol-neutral.
@@ -108,6 +114,10 @@ pub enum Rejection {
     },
     #[error("group {0} has no committed offsets")]
     UnknownGroup(String),
+    #[error("the routing table is not empty; a saved table is restored only into an empty one")]
+    NotEmpty,
+    #[error("the saved routing table does not parse: {0}")]
+    BadSnapshot(String),
 }
 
 /// What applying a command produced.
@@ -162,6 +172,19 @@ impl RoutingTable {
             Command::RaiseProducerIds { floor } => {
                 self.next_producer_id = self.next_producer_id.max(floor);
                 Applied::Done
+            }
+            Command::Restore { snapshot } => {
+                if !self.is_empty() {
+                    return Applied::Rejected(Rejection::NotEmpty);
+                }
+                match Self::from_snapshot(&snapshot) {
+                    Ok(mut saved) => {
+                        saved.next_producer_id = saved.next_producer_id.max(self.next_producer_id);
+                        *self = saved;
+                        Applied::Done
+                    }
+                    Err(e) => Applied::Rejected(Rejection::BadSnapshot(e.to_string())),
+                }
             }
             Command::Put { space, key, value } => {
                 match value {
@@ -286,6 +309,11 @@ impl RoutingTable {
     /// Every entry of a metadata space, in key order.
     pub fn space(&self, space: &str) -> impl Iterator<Item = (&String, &Vec<u8>)> {
         self.spaces.get(space).into_iter().flatten()
+    }
+
+    /// No streams, no committed offsets, no front-end metadata: a table nothing was put in.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty() && self.groups.is_empty() && self.spaces.is_empty()
     }
 
     pub fn get(&self, space: &str, key: &str) -> Option<&Vec<u8>> {

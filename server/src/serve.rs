@@ -17,7 +17,9 @@ use switchboard_model::StreamName;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::Transport;
 use switchboard_mqtt::metrics::MqttMetrics;
-use switchboard_router::{MetaStore, RetentionDefaults, Router, spawn_retention};
+use switchboard_router::{
+    MetaStore, RetentionDefaults, Router, spawn_retention, spawn_table_backup,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -121,13 +123,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let storage = crate::storage::open(&config).await?;
     tracing::info!(storage = storage.kind(), url = %config.storage_url(), "storage ready");
     let router = Router::new(meta.clone(), storage);
-    let adopted = router
+    let recovered = router
         .recover_from_storage()
         .await
-        .context("registering the streams found in storage")?;
-    if !adopted.is_empty() {
+        .context("recovering the routing table and streams from storage")?;
+    if recovered.restored_table {
+        tracing::info!("routing table restored from the copy saved in storage");
+    }
+    if !recovered.adopted.is_empty() {
         tracing::info!(
-            streams = ?adopted,
+            streams = ?recovered.adopted,
             "storage holds streams the routing table did not know; serving them"
         );
     }
@@ -144,6 +149,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .map(|d| d.0.as_millis() as i64),
         max_bytes: config.retention.max_size.get().map(|s| s.0),
     };
+    tracker.spawn(spawn_table_backup(
+        router.clone(),
+        config.storage.object.table_save_interval.0,
+        cancel.clone(),
+    ));
     tracker.spawn(spawn_retention(
         router.clone(),
         retention,

@@ -131,6 +131,20 @@ pub trait Storage: Send + Sync + 'static {
     async fn stored_partitions(&self) -> StorageResult<Vec<TopicPartition>> {
         Ok(Vec::new())
     }
+
+    /// Keeps a named blob of metadata beside the data (the routing table of a broker over
+    /// shared storage). Returns false when this backend keeps no blobs: its data is local, and
+    /// so is the metadata that describes it.
+    async fn store_blob(&self, name: &str, bytes: Bytes) -> StorageResult<bool> {
+        let _ = (name, bytes);
+        Ok(false)
+    }
+
+    /// The blob last stored under `name`, if this backend keeps blobs and has one.
+    async fn load_blob(&self, name: &str) -> StorageResult<Option<Bytes>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 pub type SharedStorage = Arc<dyn Storage>;

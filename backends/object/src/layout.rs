@@ -7,6 +7,7 @@
 //!   operations (appends, deletions, removals) that replaying it applies. Objects are created
 //!   with a conditional put (`If-None-Match: *`): a number is taken once, so two writers can
 //!   never both place data at the same position of the log.
+//! - `meta/<name>`: blobs of metadata kept beside the data (the routing table).
 //! - `manifest/<seq>`: the whole index as of `wal/<seq>` included, so a start does not replay
 //!   the log from the beginning.
 //!
@@ -28,6 +29,10 @@ pub fn wal_key(root: &Path, seq: u64) -> Path {
 
 pub fn manifest_key(root: &Path, seq: u64) -> Path {
     root.child("manifest").child(format!("{seq:020}"))
+}
+
+pub fn blob_key(root: &Path, name: &str) -> Path {
+    root.child("meta").child(name)
 }
 
 /// The sequence number a `wal/` or `manifest/` key names.

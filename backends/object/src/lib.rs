@@ -593,6 +593,27 @@ impl Storage for ObjectStorage {
         Ok(())
     }
 
+    async fn store_blob(&self, name: &str, bytes: Bytes) -> StorageResult<bool> {
+        let key = layout::blob_key(&self.shared.root, name);
+        self.shared
+            .store
+            .put(&key, bytes.into())
+            .await
+            .map_err(|e| unavailable("storing a blob", e))?;
+        Ok(true)
+    }
+
+    async fn load_blob(&self, name: &str) -> StorageResult<Option<Bytes>> {
+        let key = layout::blob_key(&self.shared.root, name);
+        match self.shared.store.get(&key).await {
+            Ok(got) => Ok(Some(
+                got.bytes().await.map_err(|e| unavailable("reading a blob", e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(unavailable("reading a blob", e)),
+        }
+    }
+
     async fn stored_partitions(&self) -> StorageResult<Vec<TopicPartition>> {
         let state = self.shared.lock_state();
         Ok(state

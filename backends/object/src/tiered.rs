@@ -270,6 +270,14 @@ impl Storage for TieredStorage {
         self.inner.remote.stored_partitions().await
     }
 
+    async fn store_blob(&self, name: &str, bytes: bytes::Bytes) -> StorageResult<bool> {
+        self.inner.remote.store_blob(name, bytes).await
+    }
+
+    async fn load_blob(&self, name: &str) -> StorageResult<Option<bytes::Bytes>> {
+        self.inner.remote.load_blob(name).await
+    }
+
     async fn remove_partition(&self, tp: &TopicPartition) -> StorageResult<()> {
         let _round = self.inner.rounds.lock().await;
         self.inner.open_set().remove(tp);

@@ -24,6 +24,8 @@ pub fn router_error_code(e: &RouterError) -> i16 {
                 ResponseError::InvalidPartitions
             }
             Rejection::UnknownGroup(_) => ResponseError::GroupIdNotFound,
+            // Only the broker's own start proposes a restore; no client request leads here.
+            Rejection::NotEmpty | Rejection::BadSnapshot(_) => ResponseError::UnknownServerError,
         },
         RouterError::Meta(m) if m.is_retryable() => ResponseError::NotController,
         RouterError::Meta(_) => ResponseError::UnknownServerError,
