@@ -26,10 +26,11 @@ pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 
 /// Keys that have no default value, so are absent from the default table, yet may be set.
 /// `default.toml` shows each as a commented-out example. All of them take strings.
-pub const OPTIONAL_KEYS: [&str; 2] = ["kafka.advertised_host", "meta.dir"];
+pub const OPTIONAL_KEYS: [&str; 3] = ["kafka.advertised_host", "meta.dir", "meta.listen"];
 
-/// Sections whose keys are names chosen by the operator (user names), not fixed settings.
-pub const OPEN_SECTIONS: [&str; 1] = ["users"];
+/// Sections whose keys are names chosen by the operator (user names, node ids), not fixed
+/// settings. Their values are strings.
+pub const OPEN_SECTIONS: [&str; 2] = ["users", "meta.members"];
 
 /// Loads the configuration: the embedded defaults, overridden by `file` (a TOML document that
 /// may hold any subset of the keys), then by the `SWITCHBOARD_*` variables of `env` (pass
@@ -123,11 +124,12 @@ impl Layers {
         if OPTIONAL_KEYS.contains(&key) {
             return Kind::StringKey;
         }
-        if let Some((section, name)) = key.split_once('.')
-            && OPEN_SECTIONS.contains(&section)
-            && !name.is_empty()
-            && !name.contains('.')
-        {
+        let in_open_section = OPEN_SECTIONS.iter().any(|section| {
+            key.strip_prefix(section)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|name| !name.is_empty() && !name.contains('.'))
+        });
+        if in_open_section {
             return Kind::StringKey;
         }
         let mut table = &self.defaults;
@@ -369,6 +371,10 @@ mod tests {
         assert_eq!(layers.kind("node_id"), Kind::OtherKey);
         assert_eq!(layers.kind("kafka.advertised_host"), Kind::StringKey);
         assert_eq!(layers.kind("meta.dir"), Kind::StringKey);
+        assert_eq!(layers.kind("meta.members"), Kind::Section);
+        assert_eq!(layers.kind("meta.members.2"), Kind::StringKey);
+        assert_eq!(layers.kind("meta.members.2.x"), Kind::Unknown);
+        assert_eq!(layers.kind("users.alice"), Kind::StringKey);
         assert_eq!(layers.kind("kafka.listen.port"), Kind::Unknown);
         assert_eq!(layers.kind("kafka.listn"), Kind::Unknown);
         assert_eq!(layers.kind(""), Kind::Unknown);

@@ -238,6 +238,43 @@ pub struct MetaConfig {
     /// See [`Config::meta_dir`] for the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Where peers connect; see [`Config::meta_listen`] for the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Node id → "host:port" of every voter of the metadata group. Empty: a group of this
+    /// broker alone. When not empty it holds [`Config::node_id`], and every address has a port.
+    #[serde(default, with = "member_ids")]
+    pub members: BTreeMap<u64, String>,
+    /// How long start-up waits for the group to elect a leader; not zero.
+    pub ready_timeout: HumanDuration,
+}
+
+/// TOML keys are strings; node ids are numbers. Written as `1 = "host:port"`, read back the
+/// same, in id order.
+mod member_ids {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        members: &BTreeMap<u64, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(members.iter().map(|(id, addr)| (id.to_string(), addr)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, String>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(id, addr)| match id.parse::<u64>() {
+                Ok(id) => Ok((id, addr)),
+                Err(_) => Err(D::Error::custom(format!(
+                    "{id:?} is not a node id (a whole number, like the top-level node_id)"
+                ))),
+            })
+            .collect()
+    }
 }
 
 /// `[log]`: the broker's own logging.
@@ -274,6 +311,23 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("meta"))
+    }
+
+    /// The address the metadata listener binds when the group has other members:
+    /// `meta.listen`, else this broker's own address in `meta.members` (which may be a host
+    /// name, resolved when binding). `None` for a group of this broker alone, which needs no
+    /// listener. The second value is the key to change to move it.
+    pub fn meta_listen(&self) -> Option<(String, String)> {
+        let members = &self.meta.members;
+        if !members.keys().any(|id| *id != self.node_id) {
+            return None;
+        }
+        match self.meta.listen {
+            Some(addr) => Some((addr.to_string(), "meta.listen".into())),
+            None => members
+                .get(&self.node_id)
+                .map(|addr| (addr.clone(), format!("meta.members.{}", self.node_id))),
+        }
     }
 
     /// The configuration as TOML, every key present: what `switchboard config --effective`
@@ -313,7 +367,10 @@ impl Config {
             return Err(("storage.object.upload_interval", "must not be zero".into()));
         }
         if object.table_save_interval.get().is_zero() {
-            return Err(("storage.object.table_save_interval", "must not be zero".into()));
+            return Err((
+                "storage.object.table_save_interval",
+                "must not be zero".into(),
+            ));
         }
         if self.retention.check_interval.get().is_zero() {
             return Err(("retention.check_interval", "must not be zero".into()));
@@ -371,6 +428,7 @@ impl Config {
         if let Some((key, _)) = amqp_nonzero.iter().find(|(_, value)| *value == 0) {
             return Err((key, "must not be zero".into()));
         }
+        self.check_meta()?;
         if kafka.group_min_session_timeout > kafka.group_max_session_timeout {
             return Err((
                 "kafka.group_min_session_timeout",
@@ -379,6 +437,38 @@ impl Config {
                     kafka.group_min_session_timeout, kafka.group_max_session_timeout
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn check_meta(&self) -> Result<(), (&'static str, String)> {
+        let meta = &self.meta;
+        if meta.ready_timeout.get().is_zero() {
+            return Err(("meta.ready_timeout", "must not be zero".into()));
+        }
+        if meta.members.is_empty() {
+            return Ok(());
+        }
+        if !meta.members.contains_key(&self.node_id) {
+            return Err((
+                "meta.members",
+                format!(
+                    "lists nodes {:?} but not this broker's node_id {}",
+                    meta.members.keys().collect::<Vec<_>>(),
+                    self.node_id
+                ),
+            ));
+        }
+        for (id, addr) in &meta.members {
+            let port = addr
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+                return Err((
+                    "meta.members",
+                    format!("node {id}: {addr:?} is not \"host:port\""),
+                ));
+            }
         }
         Ok(())
     }

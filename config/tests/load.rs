@@ -89,6 +89,9 @@ fn defaults_are_the_documented_values() {
     );
 
     assert_eq!(config.meta.dir, None);
+    assert_eq!(config.meta.listen, None);
+    assert!(config.meta.members.is_empty());
+    assert_eq!(config.meta.ready_timeout, HumanDuration::from_secs(30));
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Text);
 
@@ -342,6 +345,72 @@ fn users_are_names_chosen_by_the_operator() {
 }
 
 #[test]
+fn meta_members_come_from_every_source_keyed_by_node_id() {
+    let file = config_file(
+        "node_id = 2\n[meta]\nmembers = { 1 = \"10.0.0.1:9093\", 2 = \"10.0.0.2:9093\" }\n",
+    );
+    let config = load(
+        Some(file.path()),
+        env(&[("SWITCHBOARD_META__MEMBERS__3", "10.0.0.3:9093")]),
+        &sets(&["meta.members.10=meta-10.example.com:9093"]),
+    )
+    .unwrap();
+    let ids: Vec<u64> = config.meta.members.keys().copied().collect();
+    assert_eq!(ids, [1, 2, 3, 10]);
+    assert_eq!(config.meta.members[&10], "meta-10.example.com:9093");
+}
+
+#[test]
+fn the_meta_listener_is_the_own_member_address_unless_set() {
+    assert_eq!(defaults().meta_listen(), None);
+    let group = [
+        "meta.members.1=127.0.0.1:9301",
+        "meta.members.2=127.0.0.1:9302",
+        "meta.members.3=127.0.0.1:9303",
+    ];
+    let config = load(None, [], &sets(&group)).unwrap();
+    assert_eq!(
+        config.meta_listen(),
+        Some(("127.0.0.1:9301".into(), "meta.members.1".into()))
+    );
+    let mut flags = sets(&group);
+    flags.push("meta.listen=0.0.0.0:9301".into());
+    let config = load(None, [], &flags).unwrap();
+    assert_eq!(
+        config.meta_listen(),
+        Some(("0.0.0.0:9301".into(), "meta.listen".into()))
+    );
+    // A list of this broker alone needs no listener.
+    let config = load(None, [], &sets(&["meta.members.1=127.0.0.1:9301"])).unwrap();
+    assert_eq!(config.meta_listen(), None);
+}
+
+#[test]
+fn meta_members_that_cannot_form_a_group_are_refused() {
+    let err = load_err(
+        None,
+        &[],
+        &[
+            "meta.members.2=10.0.0.2:9093",
+            "meta.members.3=10.0.0.3:9093",
+        ],
+    );
+    assert!(
+        err.to_string().contains("not this broker's node_id 1"),
+        "{err}"
+    );
+
+    let err = load_err(None, &[], &["meta.members.1=10.0.0.1"]);
+    assert!(err.to_string().contains("host:port"), "{err}");
+
+    let err = load_err(None, &[], &["meta.members.one=10.0.0.1:9093"]);
+    assert!(err.to_string().contains("not a node id"), "{err}");
+
+    let err = load_err(None, &[], &["meta.ready_timeout=0s"]);
+    assert!(err.to_string().contains("`meta.ready_timeout`"), "{err}");
+}
+
+#[test]
 fn an_unknown_environment_variable_is_an_error_naming_it() {
     // One underscore instead of two: the classic mistake.
     let err = load_err(None, &[("SWITCHBOARD_KAFKA_LISTEN", "127.0.0.1:1")], &[]);
@@ -458,6 +527,10 @@ fn the_embedded_default_round_trips() {
     let flags = sets(&[
         "kafka.advertised_host=h",
         "meta.dir=/m",
+        "meta.listen=0.0.0.0:9301",
+        "meta.members.1=127.0.0.1:9301",
+        "meta.members.10=meta-10.example.com:9310",
+        "meta.members.2=127.0.0.1:9302",
         "retention.max_size=1500",
         "kafka.idle_timeout=1h30m",
     ]);

@@ -492,6 +492,39 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_table_is_restored_only_into_an_empty_one() {
+        let mut saved = RoutingTable::default();
+        create(&mut saved, "orders", 3);
+        saved.apply(Command::AllocateProducerId);
+        let snapshot = saved.to_snapshot();
+
+        let mut fresh = RoutingTable::default();
+        fresh.apply(Command::RaiseProducerIds { floor: 500 });
+        assert!(fresh.is_empty(), "producer ids alone do not make a table non-empty");
+        let restore = Command::Restore {
+            snapshot: snapshot.clone(),
+        };
+        assert_eq!(fresh.apply(restore.clone()), Applied::Done);
+        assert!(fresh.stream(&name("orders")).is_some());
+        assert_eq!(
+            fresh.apply(Command::AllocateProducerId),
+            Applied::ProducerId(500),
+            "the higher of the two producer-id floors wins"
+        );
+        assert_eq!(
+            fresh.apply(restore),
+            Applied::Rejected(Rejection::NotEmpty)
+        );
+        let mut empty = RoutingTable::default();
+        assert!(matches!(
+            empty.apply(Command::Restore {
+                snapshot: b"{not json".to_vec()
+            }),
+            Applied::Rejected(Rejection::BadSnapshot(_))
+        ));
+    }
+
+    #[test]
     fn put_sets_replaces_and_removes_space_entries() {
         let mut t = RoutingTable::default();
         let put = |key: &str, value: Option<&[u8]>| Command::Put {

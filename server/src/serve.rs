@@ -17,6 +17,7 @@ use switchboard_model::StreamName;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::Transport;
 use switchboard_mqtt::metrics::MqttMetrics;
+use switchboard_router::meta::{DEFAULT_NODE_ID, MetaOptions};
 use switchboard_router::{
     MetaStore, RetentionDefaults, Router, spawn_retention, spawn_table_backup,
 };
@@ -70,6 +71,61 @@ async fn bind(name: &str, key: &str, addr: SocketAddr) -> Result<TcpListener, St
     })
 }
 
+/// Binds the metadata listener at `addr` ("host:port"; a host name is resolved), named by
+/// `key` (`meta.listen`, or this broker's entry in `meta.members`) in errors.
+async fn bind_meta(addr: &str, key: &str) -> Result<TcpListener, String> {
+    let resolved = tokio::net::lookup_host(addr)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("metadata listener: cannot resolve {addr:?} (set {key})"))?;
+    bind("metadata", key, resolved).await.map_err(|msg| {
+        if key.starts_with("meta.members.") {
+            format!(
+                "{msg}; the other members dial this address, so list the new one in every \
+                 member's meta.members"
+            )
+        } else {
+            msg
+        }
+    })
+}
+
+/// Opens the metadata store: this broker alone, or its node of the group in `meta.members`,
+/// serving its peers on `listener`.
+async fn open_meta(config: &Config, listener: Option<TcpListener>) -> anyhow::Result<MetaStore> {
+    let members = &config.meta.members;
+    let options = MetaOptions {
+        // Alone, the store keeps the id it always had, whatever `node_id` says, so that a
+        // broker's existing metadata opens after a change of `node_id`. In a group the Raft
+        // node id is the broker id, as in Kafka's combined KRaft mode.
+        node_id: if members.is_empty() {
+            DEFAULT_NODE_ID
+        } else {
+            config.node_id
+        },
+        members: members.clone(),
+        cluster: config.cluster_id.clone(),
+        ready_timeout: config.meta.ready_timeout.0,
+        ..MetaOptions::default()
+    };
+    if let Some(listener) = &listener {
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            node_id = options.node_id,
+            members = ?members,
+            ready_timeout = ?options.ready_timeout,
+            "metadata listening; waiting for the group to elect a leader"
+        );
+    }
+    let dir = config.meta_dir();
+    let meta = match listener {
+        Some(listener) => MetaStore::open_with_listener(&dir, options, listener).await?,
+        None => MetaStore::open_with_options(&dir, options).await?,
+    };
+    Ok(meta)
+}
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let kafka_listener = if config.kafka.enabled {
         match bind("kafka", "kafka.listen", config.kafka.listen).await {
@@ -112,9 +168,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         None
     };
 
+    let meta_listener = match config.meta_listen() {
+        Some((addr, key)) => match bind_meta(&addr, &key).await {
+            Ok(l) => Some(l),
+            Err(msg) => return Ok(bind_failed(&msg)),
+        },
+        None => None,
+    };
+
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    let meta = MetaStore::open(&config.meta_dir()).await.with_context(|| {
+    let meta = open_meta(&config, meta_listener).await.with_context(|| {
         format!(
             "opening the metadata store in {}",
             config.meta_dir().display()

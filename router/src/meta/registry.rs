@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::MetaError;
 
 /// How long to wait for Raft tasks to let go of the database file.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Opened {
     /// Alive while any clone of the store's handle is.

@@ -304,22 +304,28 @@ async fn a_directory_refuses_another_node_id() {
 #[tokio::test]
 async fn a_group_with_unreachable_peers_reports_no_leader() {
     let dir = TempDir::new().expect("tempdir");
+    let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    // A peer that never accepts: connections hang in its backlog, the handshake times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().expect("addr").to_string();
     let options = MetaOptions {
-        members: BTreeMap::from([
-            (1, "meta-1.invalid:7000".into()),
-            (2, "meta-2.invalid:7000".into()),
-        ]),
+        members: BTreeMap::from([(1, addr(&own)), (2, addr(&silent))]),
         ready_timeout: Duration::from_millis(800),
         ..MetaOptions::default()
     };
-    let opened = MetaStore::open_with_options(dir.path(), options).await;
+    let opened = MetaStore::open_with_listener(dir.path(), options.clone(), own).await;
     let err = opened.err();
     assert!(matches!(err, Some(MetaError::NoLeader(_))), "{err:?}");
     assert!(err.is_some_and(|e| e.is_retryable()));
-    // The failed open released the directory: opening it again gets as far as the election.
+    // The failed open released the directory and the port: opening it again, binding the
+    // node's own address itself, gets as far as the election.
     let options = MetaOptions {
         ready_timeout: Duration::from_millis(300),
-        ..MetaOptions::default()
+        ..options
     };
     let again = MetaStore::open_with_options(dir.path(), options).await;
     assert!(
@@ -327,6 +333,38 @@ async fn a_group_with_unreachable_peers_reports_no_leader() {
         "{:?}",
         again.err()
     );
+}
+
+#[tokio::test]
+async fn a_store_formed_alone_refuses_a_member_list() {
+    let dir = TempDir::new().expect("tempdir");
+    MetaStore::open(dir.path())
+        .await
+        .expect("open")
+        .shutdown()
+        .await
+        .expect("shutdown");
+
+    let own = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let options = MetaOptions {
+        members: BTreeMap::from([
+            (1, own.local_addr().expect("addr").to_string()),
+            (2, "127.0.0.1:1".into()),
+        ]),
+        ..MetaOptions::default()
+    };
+    let refused = MetaStore::open_with_listener(dir.path(), options, own).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("not supported yet"), "{err}");
+    // Nothing was changed: it still opens as the group of one it was.
+    MetaStore::open(dir.path())
+        .await
+        .expect("reopen alone")
+        .shutdown()
+        .await
+        .expect("shutdown");
 }
 
 const CRASH_DIR_ENV: &str = "SWITCHBOARD_META_CRASH_DIR";
