@@ -178,6 +178,10 @@ pub struct StorageObjectConfig {
     pub upload_interval: HumanDuration,
     /// How often the routing table is saved beside the data, when it changed; not zero.
     pub table_save_interval: HumanDuration,
+    /// Small runs are merged into objects of up to this size; not zero.
+    pub compact_size: Size,
+    /// How often small runs are looked for; not zero.
+    pub compact_interval: HumanDuration,
 }
 
 /// How an object store holds the streams.
@@ -357,20 +361,31 @@ impl Config {
             return Err((key, "must not be zero".into()));
         }
         let object = &self.storage.object;
-        if object.flush_interval.get().is_zero() {
-            return Err(("storage.object.flush_interval", "must not be zero".into()));
-        }
-        if object.flush_size.bytes() == 0 {
-            return Err(("storage.object.flush_size", "must not be zero".into()));
-        }
-        if object.upload_interval.get().is_zero() {
-            return Err(("storage.object.upload_interval", "must not be zero".into()));
-        }
-        if object.table_save_interval.get().is_zero() {
-            return Err((
+        let object_zero = [
+            (
+                "storage.object.flush_interval",
+                object.flush_interval.get().is_zero(),
+            ),
+            ("storage.object.flush_size", object.flush_size.bytes() == 0),
+            (
+                "storage.object.upload_interval",
+                object.upload_interval.get().is_zero(),
+            ),
+            (
                 "storage.object.table_save_interval",
-                "must not be zero".into(),
-            ));
+                object.table_save_interval.get().is_zero(),
+            ),
+            (
+                "storage.object.compact_size",
+                object.compact_size.bytes() == 0,
+            ),
+            (
+                "storage.object.compact_interval",
+                object.compact_interval.get().is_zero(),
+            ),
+        ];
+        if let Some((key, _)) = object_zero.iter().find(|(_, zero)| *zero) {
+            return Err((key, "must not be zero".into()));
         }
         if self.retention.check_interval.get().is_zero() {
             return Err(("retention.check_interval", "must not be zero".into()));

@@ -48,6 +48,8 @@ pub async fn open(config: &Config) -> anyhow::Result<SharedStorage> {
         flush_interval: o.flush_interval.0,
         flush_bytes: o.flush_size.as_usize(),
         cache_bytes: o.cache_size.as_usize(),
+        compact_target: o.compact_size.bytes(),
+        compact_interval: Some(o.compact_interval.0),
         ..ObjectConfig::default()
     };
     let remote = ObjectStorage::open(store, prefix, cfg, kind)

@@ -8,7 +8,16 @@ use bytes::Bytes;
 
 use crate::index::Entry;
 
-type Key = (u64, u64);
+/// Wal sequence number (or 0), run id (or 0), position.
+type Key = (u64, u64, u64);
+
+fn key(e: &Entry) -> Key {
+    if e.run == 0 {
+        (e.seq, 0, e.pos)
+    } else {
+        (0, e.run, e.pos)
+    }
+}
 
 pub struct Cache {
     budget: usize,
@@ -29,11 +38,12 @@ impl Cache {
     }
 
     pub fn get(&self, e: &Entry) -> Option<Bytes> {
-        self.map.get(&(e.seq, e.pos)).cloned()
+        self.map.get(&key(e)).cloned()
     }
 
     pub fn insert(&mut self, e: &Entry, bytes: Bytes) {
-        if bytes.len() > self.budget || self.map.contains_key(&(e.seq, e.pos)) {
+        let key = key(e);
+        if bytes.len() > self.budget || self.map.contains_key(&key) {
             return;
         }
         while self.used + bytes.len() > self.budget {
@@ -45,8 +55,8 @@ impl Cache {
             }
         }
         self.used += bytes.len();
-        self.map.insert((e.seq, e.pos), bytes);
-        self.order.push_back((e.seq, e.pos));
+        self.map.insert(key, bytes);
+        self.order.push_back(key);
     }
 }
 
@@ -62,6 +72,7 @@ mod tests {
             seq,
             pos: 8,
             len: 4,
+            run: 0,
         }
     }
 

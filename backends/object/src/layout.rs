@@ -7,6 +7,8 @@
 //!   operations (appends, deletions, removals) that replaying it applies. Objects are created
 //!   with a conditional put (`If-None-Match: *`): a number is taken once, so two writers can
 //!   never both place data at the same position of the log.
+//! - `runs/<id>` (16 hex digits): compacted runs, one partition's batches over a range of
+//!   offsets copied out of many small wal runs (see [`crate::compact`]).
 //! - `meta/<name>`: blobs of metadata kept beside the data (the routing table).
 //! - `manifest/<seq>`: the whole index as of `wal/<seq>` included, so a start does not replay
 //!   the log from the beginning.
@@ -29,6 +31,20 @@ pub fn wal_key(root: &Path, seq: u64) -> Path {
 
 pub fn manifest_key(root: &Path, seq: u64) -> Path {
     root.child("manifest").child(format!("{seq:020}"))
+}
+
+/// A compacted run object: one partition's batches over a range of offsets.
+pub fn run_key(root: &Path, run: u64) -> Path {
+    root.child("runs").child(format!("{run:016x}"))
+}
+
+/// The object holding an index entry's bytes.
+pub fn entry_key(root: &Path, e: &crate::index::Entry) -> Path {
+    if e.run == 0 {
+        wal_key(root, e.seq)
+    } else {
+        run_key(root, e.run)
+    }
 }
 
 pub fn blob_key(root: &Path, name: &str) -> Path {
@@ -60,6 +76,16 @@ pub enum Op {
     },
     /// The partition and its data are gone; a later append starts it again at offset 0.
     Remove { tp: TopicPartition },
+    /// The runs covering `base..=last` were copied, in order, into run object `run` (`len`
+    /// bytes); reads use it from now on (see [`crate::compact`]).
+    Compact {
+        tp: TopicPartition,
+        base: Offset,
+        last: Offset,
+        max_ts: i64,
+        run: u64,
+        len: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]

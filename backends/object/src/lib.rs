@@ -11,12 +11,14 @@
 //! and a writer that loses a number reads what the winner wrote before it tries again.
 
 mod cache;
+mod compact;
 pub mod index;
 pub mod layout;
 pub mod tiered;
 pub mod url;
 mod writer;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,6 +55,10 @@ pub struct ObjectConfig {
     pub manifest_every: u64,
     /// Wal objects no partition reads any more are deleted once this old.
     pub gc_grace: Duration,
+    /// Small runs of a partition are merged into run objects of up to this many bytes.
+    pub compact_target: u64,
+    /// How often compaction looks for small runs; `None` leaves it to [`ObjectStorage::compact_once`].
+    pub compact_interval: Option<Duration>,
 }
 
 impl Default for ObjectConfig {
@@ -63,6 +69,8 @@ impl Default for ObjectConfig {
             cache_bytes: 64 << 20,
             manifest_every: 256,
             gc_grace: Duration::from_secs(3600),
+            compact_target: 8 << 20,
+            compact_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -84,7 +92,7 @@ struct SyncState {
     last_manifest: u64,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> StorageError {
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(format!("{what}: {e}"))
 }
 
@@ -203,9 +211,9 @@ impl Shared {
             let store = Arc::clone(&self.store);
             let root = self.root.clone();
             let grace = self.cfg.gc_grace;
-            let oldest = self.lock_state().oldest_referenced().unwrap_or(seq + 1);
+            let referenced = self.lock_state().referenced();
             tokio::spawn(write_manifest_and_collect(
-                store, root, seq, manifest, oldest, grace,
+                store, root, seq, manifest, referenced, grace,
             ));
         }
     }
@@ -215,7 +223,7 @@ impl Shared {
         if let Some(bytes) = self.lock_cache().get(e) {
             return Ok(bytes);
         }
-        let key = layout::wal_key(&self.root, e.seq);
+        let key = layout::entry_key(&self.root, e);
         let bytes = self
             .store
             .get_range(&key, e.pos..e.pos + e.len)
@@ -239,15 +247,16 @@ impl Shared {
 }
 
 /// Writes manifest `seq`, then deletes what it makes unnecessary: older manifests but the one
-/// before, and wal objects below both the previous manifest and every partition's oldest run
-/// that are older than the grace period (a writer that was away reads the log's end well
-/// within it, so it never reuses a deleted number).
+/// before, wal objects below the previous manifest that no partition reads, and compacted run
+/// objects no partition reads — each only once older than the grace period. A writer that was
+/// away reads the log's end well within it, so it never reuses a deleted number; a run object
+/// whose compaction is not recorded yet is younger than that.
 async fn write_manifest_and_collect(
     store: Arc<dyn ObjectStore>,
     root: Path,
     seq: u64,
     manifest: Vec<u8>,
-    oldest_referenced: u64,
+    (wal_used, runs_used): (HashSet<u64>, HashSet<u64>),
     grace: Duration,
 ) {
     let key = layout::manifest_key(&root, seq);
@@ -255,16 +264,8 @@ async fn write_manifest_and_collect(
         tracing::warn!(%key, error = %e, "writing a manifest failed; the next one will retry");
         return;
     }
-    let manifests: Vec<_> = match store
-        .list(Some(&root.child("manifest")))
-        .try_collect()
-        .await
-    {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing manifests for collection failed");
-            return;
-        }
+    let Ok(manifests) = list(&*store, &root.child("manifest")).await else {
+        return;
     };
     let mut seqs: Vec<u64> = manifests
         .iter()
@@ -277,30 +278,47 @@ async fn write_manifest_and_collect(
     for old in seqs.iter().filter(|&&s| s < previous) {
         let _ = store.delete(&layout::manifest_key(&root, *old)).await;
     }
-    let below = previous.min(oldest_referenced);
     let cutoff = unix_ms_ago(grace);
-    let wal: Vec<_> = match store.list(Some(&root.child("wal"))).try_collect().await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "listing wal objects for collection failed");
-            return;
-        }
-    };
     let mut deleted = 0usize;
-    for meta in wal {
-        let Some(s) = layout::seq_of(&meta.location) else {
-            continue;
-        };
-        if s < below
-            && meta.last_modified.timestamp_millis() < cutoff
-            && store.delete(&meta.location).await.is_ok()
-        {
-            deleted += 1;
+    if let Ok(wal) = list(&*store, &root.child("wal")).await {
+        for meta in wal {
+            let Some(s) = layout::seq_of(&meta.location) else {
+                continue;
+            };
+            if s < previous
+                && !wal_used.contains(&s)
+                && meta.last_modified.timestamp_millis() < cutoff
+                && store.delete(&meta.location).await.is_ok()
+            {
+                deleted += 1;
+            }
+        }
+    }
+    if let Ok(runs) = list(&*store, &root.child("runs")).await {
+        for meta in runs {
+            let id = meta
+                .location
+                .filename()
+                .and_then(|f| u64::from_str_radix(f, 16).ok());
+            if id.is_some_and(|id| !runs_used.contains(&id))
+                && meta.last_modified.timestamp_millis() < cutoff
+                && store.delete(&meta.location).await.is_ok()
+            {
+                deleted += 1;
+            }
         }
     }
     if deleted > 0 {
-        tracing::info!(deleted, below, "collected wal objects no partition reads");
+        tracing::info!(deleted, "collected objects no partition reads");
     }
+}
+
+async fn list(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<object_store::ObjectMeta>, ()> {
+    store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|e| tracing::warn!(%prefix, error = %e, "listing for collection failed"))
 }
 
 fn unix_ms_ago(d: Duration) -> i64 {
@@ -308,6 +326,34 @@ fn unix_ms_ago(d: Duration) -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as i64);
     now - d.as_millis() as i64
+}
+
+/// Compacts every `every` until the storage is dropped (its writer channel closes).
+async fn compact_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::WeakSender<Request>,
+    kind: &'static str,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(tx) = tx.upgrade() else {
+            return;
+        };
+        let storage = ObjectStorage {
+            shared: Arc::clone(&shared),
+            tx,
+            kind,
+        };
+        match storage.compact_once().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(groups = n, "compacted small runs"),
+            Err(e) => tracing::warn!(error = %e, "compaction failed; the next round retries"),
+        }
+    }
 }
 
 /// The direct-mode backend.
@@ -340,6 +386,14 @@ impl ObjectStorage {
         shared.resync().await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(writer::run(Arc::clone(&shared), rx));
+        if let Some(every) = shared.cfg.compact_interval {
+            tokio::spawn(compact_loop(
+                Arc::clone(&shared),
+                tx.downgrade(),
+                kind,
+                every,
+            ));
+        }
         Ok(Self { shared, tx, kind })
     }
 
@@ -607,7 +661,9 @@ impl Storage for ObjectStorage {
         let key = layout::blob_key(&self.shared.root, name);
         match self.shared.store.get(&key).await {
             Ok(got) => Ok(Some(
-                got.bytes().await.map_err(|e| unavailable("reading a blob", e))?,
+                got.bytes()
+                    .await
+                    .map_err(|e| unavailable("reading a blob", e))?,
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(unavailable("reading a blob", e)),

@@ -95,6 +95,98 @@ async fn conformance_with_a_manifest_every_few_objects() {
 }
 
 #[tokio::test]
+async fn conformance_while_compaction_runs_all_the_time() {
+    // Compaction every few milliseconds into 4 KiB runs races every case's appends, deletes,
+    // retention and removals; collection runs at every third object. Its grace period is what
+    // keeps a run object alive between its write and its record, so it cannot be zero here.
+    run_all(&Over {
+        store: Arc::new(object_store::memory::InMemory::new()),
+        root: Path::from("busy"),
+        cfg: ObjectConfig {
+            compact_target: 4096,
+            compact_interval: Some(Duration::from_millis(3)),
+            manifest_every: 3,
+            gc_grace: Duration::from_secs(2),
+            ..quick()
+        },
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn compaction_merges_small_runs_and_lets_their_objects_go() {
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let cfg = ObjectConfig {
+        compact_target: 64 << 10,
+        compact_interval: None,
+        manifest_every: 5,
+        gc_grace: Duration::ZERO,
+        cache_bytes: 0,
+        ..quick()
+    };
+    let s = ObjectStorage::open(Arc::clone(&store), Path::from("c"), cfg.clone(), "test")
+        .await
+        .unwrap();
+    let t = tp("compacted", 0);
+    s.open_partition(&t).await.unwrap();
+    for i in 0..40 {
+        s.append(&t, vec![batch(3, 50, i)], Durability::Sync)
+            .await
+            .unwrap();
+    }
+    let runs_before = s.part(&t, |p| p.entries.len()).unwrap();
+    assert_eq!(runs_before, 40, "one run per flush before compaction");
+    let groups = s.compact_once().await.unwrap();
+    assert!(groups >= 1);
+    let runs_after = s.part(&t, |p| p.entries.len()).unwrap();
+    assert!(
+        runs_after < 5,
+        "40 small runs merged into a few: {runs_after}"
+    );
+    let all = read_all(&s, &t, 0).await;
+    assert_eq!(all.len(), 40);
+    assert_eq!(all[17].base_offset(), 51);
+    // More objects: manifests are written and the merged-away wal objects are collected.
+    for i in 0..12 {
+        s.append(&t, vec![batch(1, 10, 100 + i)], Durability::Sync)
+            .await
+            .unwrap();
+    }
+    let mut wal_left = usize::MAX;
+    for _ in 0..200 {
+        let wal: Vec<_> = store
+            .list(Some(&Path::from("c/wal")))
+            .try_collect()
+            .await
+            .unwrap();
+        wal_left = wal.len();
+        if wal_left < 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        wal_left < 40,
+        "compacted wal objects must be collected, {wal_left} left"
+    );
+    drop(s);
+    let again = ObjectStorage::open(store, Path::from("c"), cfg, "test")
+        .await
+        .unwrap();
+    let all = read_all(&again, &t, 0).await;
+    assert_eq!(all.len(), 52);
+    // Batch i holds timestamps i..=i + 2 at offsets 3i..=3i + 2: ts 20 is first at 3·18 + 2.
+    assert_eq!(
+        again
+            .offset_for_timestamp(&t, 20)
+            .await
+            .unwrap()
+            .map(|h| h.0),
+        Some(56)
+    );
+}
+
+#[tokio::test]
 async fn one_object_carries_many_partitions_and_a_clean_start_reads_them() {
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let cfg = ObjectConfig {

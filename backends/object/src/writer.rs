@@ -45,6 +45,11 @@ pub enum Request {
         tp: TopicPartition,
         reply: oneshot::Sender<StorageResult<()>>,
     },
+    /// Records a compaction (an [`Op::Compact`]); applying it checks it still fits.
+    Compact {
+        op: Op,
+        reply: oneshot::Sender<StorageResult<()>>,
+    },
 }
 
 impl Request {
@@ -62,7 +67,7 @@ impl Request {
 enum Outcome {
     Appended(Appended),
     Deleted(Offset),
-    Removed,
+    Done,
     Failed(StorageError),
 }
 
@@ -155,7 +160,10 @@ fn reply(group: Vec<Request>, outcomes: Vec<Outcome>) {
             ) => drop(reply.send(Ok(a))),
             (Request::Place { reply, .. }, Outcome::Failed(e)) => drop(reply.send(Err(e))),
             (Request::DeleteBefore { reply, .. }, Outcome::Deleted(o)) => drop(reply.send(Ok(o))),
-            (Request::Remove { reply, .. }, Outcome::Removed) => drop(reply.send(Ok(()))),
+            (Request::Remove { reply, .. } | Request::Compact { reply, .. }, Outcome::Done) => {
+                drop(reply.send(Ok(())))
+            }
+            (Request::Compact { reply, .. }, Outcome::Failed(e)) => drop(reply.send(Err(e))),
             (Request::Append { reply, .. }, Outcome::Failed(e)) => drop(reply.send(Err(e))),
             (Request::DeleteBefore { reply, .. }, Outcome::Failed(e)) => drop(reply.send(Err(e))),
             (Request::Remove { reply, .. }, Outcome::Failed(e)) => drop(reply.send(Err(e))),
@@ -195,11 +203,18 @@ fn build(state: &State, group: &[Request]) -> Built {
     let mut outcomes = Vec::with_capacity(group.len());
     for request in group {
         // Each arm pushes exactly one outcome.
+        if let Request::Compact { op, .. } = request {
+            other.push(op.clone());
+            order.push(Slot::Other(other.len() - 1));
+            outcomes.push(Outcome::Done);
+            continue;
+        }
         let tp = match request {
             Request::Append { tp, .. }
             | Request::Place { tp, .. }
             | Request::DeleteBefore { tp, .. }
             | Request::Remove { tp, .. } => tp,
+            Request::Compact { .. } => continue,
         };
         let w = working.entry(tp.clone()).or_insert_with(|| {
             let part = state.parts.get(tp);
@@ -264,8 +279,10 @@ fn build(state: &State, group: &[Request]) -> Built {
                     next: 0,
                     run: None,
                 };
-                outcomes.push(Outcome::Removed);
+                outcomes.push(Outcome::Done);
             }
+            // Handled before the partition lookup.
+            Request::Compact { .. } => {}
         }
     }
     // A run whose partition was removed later in the group is still written: replay applies
@@ -296,6 +313,7 @@ fn build(state: &State, group: &[Request]) -> Built {
                     seq: 0,
                     pos: *pos,
                     len: *len,
+                    run: 0,
                 };
                 Some((entry, bytes))
             }
