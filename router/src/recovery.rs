@@ -47,7 +47,9 @@ impl Router {
             };
             match self.meta.propose(cmd).await? {
                 Applied::Done => found.restored_table = true,
-                other => tracing::warn!(answer = ?other, "the saved routing table was not restored"),
+                other => {
+                    tracing::warn!(answer = ?other, "the saved routing table was not restored")
+                }
             }
         }
         let floor = now_ms().saturating_mul(1024);
@@ -95,10 +97,16 @@ pub fn spawn_table_backup(
             };
             let snapshot = router.meta.read(|t| t.to_snapshot());
             if saved.as_ref() != Some(&snapshot) {
-                match router.storage.store_blob(TABLE_BLOB, snapshot.clone().into()).await {
+                match router
+                    .storage
+                    .store_blob(TABLE_BLOB, snapshot.clone().into())
+                    .await
+                {
                     Ok(true) => saved = Some(snapshot),
                     Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "saving the routing table to storage failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "saving the routing table to storage failed; retrying")
+                    }
                 }
             }
             if stopping {

@@ -500,7 +500,10 @@ mod tests {
 
         let mut fresh = RoutingTable::default();
         fresh.apply(Command::RaiseProducerIds { floor: 500 });
-        assert!(fresh.is_empty(), "producer ids alone do not make a table non-empty");
+        assert!(
+            fresh.is_empty(),
+            "producer ids alone do not make a table non-empty"
+        );
         let restore = Command::Restore {
             snapshot: snapshot.clone(),
         };
@@ -511,10 +514,7 @@ mod tests {
             Applied::ProducerId(500),
             "the higher of the two producer-id floors wins"
         );
-        assert_eq!(
-            fresh.apply(restore),
-            Applied::Rejected(Rejection::NotEmpty)
-        );
+        assert_eq!(fresh.apply(restore), Applied::Rejected(Rejection::NotEmpty));
         let mut empty = RoutingTable::default();
         assert!(matches!(
             empty.apply(Command::Restore {
