@@ -1,4 +1,5 @@
-//! Command line: `switchboard-bench <mqtt|amqp> <scenario> --host H --port P [options]`.
+//! Command line: `switchboard-bench <mqtt|amqp|kafka> <scenario> --host H --port P [options]`,
+//! and `switchboard-bench plot` to chart saved JSON results.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "switchboard-bench",
     version,
     about = "Load generator for message brokers: MQTT fan-in, fan-out and connection storms, \
-             AMQP 0-9-1 publish/consume with publisher confirms"
+             AMQP 0-9-1 publish/consume with publisher confirms, Kafka produce/consume and \
+             MQTT-to-Kafka latency"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +31,14 @@ pub enum Protocol {
         #[command(subcommand)]
         scenario: AmqpScenario,
     },
+    /// Kafka scenarios (through rskafka).
+    Kafka {
+        #[command(subcommand)]
+        scenario: KafkaScenario,
+    },
+    /// Draw the latency percentiles and throughput over time of saved results (--json files)
+    /// into one PNG, one line per result.
+    Plot(PlotArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -46,6 +56,149 @@ pub enum AmqpScenario {
     /// Q queues; P publishers with publisher confirms, each publishing to one queue through the
     /// default exchange; one consumer per queue with basic.qos and manual acks.
     ConfirmPubsub(ConfirmArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KafkaScenario {
+    /// Produce to a new topic of P partitions, one pipelined connection, reporting acknowledged
+    /// msg/s, MB/s and produce latency (request sent to acknowledgement).
+    Produce(ProduceArgs),
+    /// Fill a new topic with --messages, then read them back from offset 0, reporting consumed
+    /// msg/s and MB/s.
+    Consume(ConsumeArgs),
+    /// MQTT QoS 1 publishes (rumqttc) read back by a Kafka consumer of the stream MQTT topics are
+    /// stored in: publish-to-receive latency across protocols. Switchboard only.
+    MqttToKafka(MqttToKafkaArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Chart title (default: the scenario and parameters of the first result).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// JSON results written by --json (bench/compare keeps them in its --out directory).
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub target: KafkaTarget,
+    #[command(flatten)]
+    pub produce: ProduceOptions,
+    #[command(flatten)]
+    pub traffic: Traffic,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// The shape of the produce requests (shared by `produce` and the fill of `consume`).
+#[derive(Args, Debug, Clone)]
+pub struct ProduceOptions {
+    /// Partitions of the topic the run creates; every partition gets its share of the load.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// Acknowledgement the broker must give: after the leader's append (1) or after every
+    /// in-sync replica has it (all).
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: Acks,
+    /// Records per produce request (one record batch, uncompressed).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Produce requests a partition may have unacknowledged at once (Kafka clients default to
+    /// 5 per connection).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub inflight: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub target: KafkaTarget,
+    #[command(flatten)]
+    pub produce: ProduceOptions,
+    /// Messages to fill the topic with and read back.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// Value bytes per message; the first 16 carry a sequence number.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub size: u32,
+    /// Most bytes one fetch may return for a partition.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(1024..))]
+    pub fetch_max_bytes: i32,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MqttToKafkaArgs {
+    #[command(flatten)]
+    pub target: KafkaTarget,
+    /// The broker's MQTT port (same host).
+    #[arg(long, default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// The Kafka topic MQTT publishes are stored in (Switchboard: `mqtt.default_stream`).
+    #[arg(long, default_value = "mqtt")]
+    pub stream: String,
+    /// MQTT publishing connections, each on a topic of its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publishers: u32,
+    /// QoS 1 publishes a publisher may have unacknowledged at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub inflight: u16,
+    #[command(flatten)]
+    pub traffic: Traffic,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KafkaTarget {
+    /// Broker host (the bootstrap broker; it must lead every partition the run uses).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker Kafka port.
+    #[arg(long, default_value_t = 9092)]
+    pub port: u16,
+    /// Pid of the broker process (same machine): its memory (VmRSS, VmHWM) and CPU time are
+    /// read from /proc and reported.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    #[value(name = "1")]
+    Leader,
+    #[value(name = "all", alias = "-1")]
+    All,
+}
+
+impl Acks {
+    /// The value of the produce request's `acks` field.
+    pub fn wire(self) -> i16 {
+        match self {
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -273,6 +426,9 @@ pub struct RunOptions {
     /// Worker threads of the load generator (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also draw the result as a PNG chart: latency by percentile and throughput over time.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,9 +455,24 @@ impl Protocol {
             Protocol::Amqp {
                 scenario: AmqpScenario::ConfirmPubsub(a),
             } => &a.run,
+            Protocol::Kafka { scenario } => match scenario {
+                KafkaScenario::Produce(a) => &a.run,
+                KafkaScenario::Consume(a) => &a.run,
+                KafkaScenario::MqttToKafka(a) => &a.run,
+            },
+            Protocol::Plot(_) => &NO_RUN_OPTIONS,
         }
     }
 }
+
+/// `plot` draws saved results and runs no load.
+static NO_RUN_OPTIONS: RunOptions = RunOptions {
+    label: None,
+    json: None,
+    markdown: None,
+    threads: None,
+    plot: None,
+};
 
 impl MqttScenario {
     pub fn run_options(&self) -> &RunOptions {
@@ -400,6 +571,54 @@ mod tests {
         assert!(!args.transient);
         assert_eq!(args.target.port, 5673);
         assert_eq!(args.target.vhost, "/");
+    }
+
+    #[test]
+    fn a_kafka_produce_defaults_to_acks_all_batches_of_100_and_5_in_flight() {
+        let cli = Cli::try_parse_from([
+            "switchboard-bench",
+            "kafka",
+            "produce",
+            "--port",
+            "19092",
+            "--partitions",
+            "8",
+            "--plot",
+            "p.png",
+        ])
+        .expect("parses");
+        let Protocol::Kafka {
+            scenario: KafkaScenario::Produce(args),
+        } = cli.protocol
+        else {
+            panic!("not kafka produce: {cli:?}");
+        };
+        assert_eq!(args.produce.acks, Acks::All);
+        assert_eq!(args.produce.acks.wire(), -1);
+        assert_eq!((args.produce.partitions, args.produce.batch), (8, 100));
+        assert_eq!(args.produce.inflight, 5);
+        assert_eq!(args.target.port, 19092);
+        assert_eq!(args.run.plot, Some(PathBuf::from("p.png")));
+    }
+
+    #[test]
+    fn acks_take_1_all_and_minus_1() {
+        for (text, acks) in [("1", Acks::Leader), ("all", Acks::All), ("-1", Acks::All)] {
+            let cli = Cli::try_parse_from([
+                "switchboard-bench",
+                "kafka",
+                "produce",
+                &format!("--acks={text}"),
+            ])
+            .expect("parses");
+            let Protocol::Kafka {
+                scenario: KafkaScenario::Produce(args),
+            } = cli.protocol
+            else {
+                panic!("not kafka produce");
+            };
+            assert_eq!(args.produce.acks, acks, "{text}");
+        }
     }
 
     #[test]

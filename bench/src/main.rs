@@ -4,14 +4,19 @@
 //!     switchboard-bench mqtt fan-in --port 1883 --qos 1 --publishers 10 --duration 10s
 //!     switchboard-bench mqtt conn-storm --port 1883 --connections 10000 --broker-pid 4242
 //!     switchboard-bench amqp confirm-pubsub --port 5672 --queues 10 --prefetch 100
+//!     switchboard-bench kafka produce --port 9092 --partitions 8 --acks all --plot produce.png
+//!     switchboard-bench plot --out compare.png results/*.json
 
 mod amqp;
 mod cli;
+mod kafka;
 mod mqtt;
+mod plot;
 mod probe;
 mod procfs;
 mod progress;
 mod report;
+mod timeline;
 mod watch;
 
 use std::process::ExitCode;
@@ -33,6 +38,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Protocol::Plot(args) = &cli.protocol {
+        return plot::from_files(args);
+    }
     let run = cli.protocol.run_options().clone();
     let threads = run
         .threads
@@ -47,6 +55,8 @@ fn run(cli: Cli) -> Result<()> {
         match cli.protocol {
             Protocol::Mqtt { scenario } => mqtt::run(scenario).await,
             Protocol::Amqp { scenario } => amqp::run(scenario).await,
+            Protocol::Kafka { scenario } => kafka::run(scenario).await,
+            Protocol::Plot(_) => unreachable!("plot runs no load"),
         }
     })?;
     report

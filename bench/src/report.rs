@@ -48,6 +48,14 @@ pub struct Report {
     /// close to the wall-clock time times the cores, the bench, not the broker, is the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bench_cpu_s: Option<f64>,
+
+    /// The latency distribution for charts: `[percentile, µs]` pairs from p0 to the maximum,
+    /// denser towards the tail (see [`spectrum`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub percentiles: Vec<[f64; 2]>,
+    /// Throughput over time for charts: `[seconds since the load started, msg/s]` per interval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<[f64; 2]>,
 }
 
 /// Publisher-side counts and what went missing between publishers and subscribers.
@@ -81,6 +89,22 @@ pub struct Latency {
     pub p999_us: u64,
     pub max_us: u64,
     pub mean_us: f64,
+}
+
+/// Points of the latency-by-percentile curve: eight per "nine" (90 %, 99 %, 99.9 % ...) up to
+/// 99.999 %, then the maximum. The tail is where brokers differ, so it gets most of the points.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points: Vec<[f64; 2]> = (0..=40)
+        .map(|i| {
+            let q = 1.0 - 10f64.powf(-f64::from(i) / 8.0);
+            [q * 100.0, h.value_at_quantile(q) as f64]
+        })
+        .collect();
+    points.push([100.0, h.max() as f64]);
+    points
 }
 
 impl Latency {
@@ -214,6 +238,10 @@ impl Report {
         if let Some(path) = &run.markdown {
             self.append_markdown(path)?;
         }
+        if let Some(path) = &run.plot {
+            let json = serde_json::to_value(self).context("encoding the result for the chart")?;
+            crate::plot::draw(path, None, &[json])?;
+        }
         Ok(())
     }
 
@@ -263,7 +291,7 @@ impl Report {
 
 const MARKDOWN_HEADER: &str = "| broker | scenario | parameters | msgs | s | msg/s | MB/s | p50 µs | p99 µs | p99.9 µs | lost | RSS MiB | RSS B/conn |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
 
-fn params_text(params: &Map<String, Value>) -> String {
+pub fn params_text(params: &Map<String, Value>) -> String {
     params
         .iter()
         .map(|(k, v)| match v {
@@ -328,6 +356,8 @@ mod tests {
             connections: None,
             broker: None,
             bench_cpu_s: None,
+            percentiles: Vec::new(),
+            timeline: Vec::new(),
         }
     }
 
@@ -382,6 +412,23 @@ mod tests {
         );
         assert!(line.contains("redelivered 3"), "{line}");
         assert!(line.ends_with("; bench CPU 4.50 s"), "{line}");
+    }
+
+    #[test]
+    fn the_spectrum_rises_from_the_median_to_the_maximum() {
+        let mut h = crate::probe::histogram();
+        for us in 1..=10_000 {
+            h.record(us).expect("in range");
+        }
+        let points = spectrum(&h);
+        assert_eq!(points.first().map(|p| p[0]), Some(0.0));
+        assert_eq!(points.last(), Some(&[100.0, h.max() as f64]));
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1])
+        );
+        assert!(spectrum(&crate::probe::histogram()).is_empty());
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::cli::ConfirmArgs;
 use crate::probe;
 use crate::procfs;
 use crate::progress::Progress;
-use crate::report::{BrokerUsage, Delivery, Latency, Report, per_second, thousands};
+use crate::report::{BrokerUsage, Delivery, Latency, Report, per_second, spectrum, thousands};
+use crate::timeline::Timeline;
 use crate::watch::Watch;
 
 /// How often the coordinator looks at the counters.
@@ -157,6 +158,10 @@ async fn measure(
     let start_ns = probe::now_ns();
     start_publishers(args, queues, channels, fleet);
     progress.set(status(fleet.counters.clone()));
+    let timeline = Timeline::start({
+        let c = fleet.counters.clone();
+        move || Counters::get(&c.received)
+    });
 
     publish_phase(args, fleet, start).await?;
     let sent = finish_publishing(args, fleet).await?;
@@ -165,6 +170,7 @@ async fn measure(
     let after = args.target.broker_pid.map(procfs::usage).transpose()?;
     let bench_after = procfs::own_cpu_s();
 
+    let timeline = timeline.finish().await;
     progress.set(|| "disconnecting".to_string());
     let tallies = stop_consumers(fleet).await?;
     let c = &fleet.counters;
@@ -178,6 +184,7 @@ async fn measure(
     );
     report.broker = before.zip(after).map(|(b, a)| BrokerUsage::between(b, a));
     report.bench_cpu_s = bench_before.zip(bench_after).map(|(b, a)| a - b);
+    report.timeline = timeline;
     Ok(report)
 }
 
@@ -437,6 +444,7 @@ fn report(
         mb_per_s: Some(per_second(msgs * u64::from(args.traffic.size), seconds) / 1e6),
         delivery: Some(delivery),
         latency: Latency::of(&latency),
+        percentiles: spectrum(&latency),
         ..Report::default()
     }
 }

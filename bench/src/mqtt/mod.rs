@@ -1,6 +1,6 @@
 //! MQTT scenarios, driven through rumqttc (MQTT 3.1.1).
 
-mod publisher;
+pub mod publisher;
 mod pubsub;
 mod storm;
 mod subscriber;
@@ -35,7 +35,7 @@ impl From<Qos> for QoS {
 
 /// Client options shared by every scenario: a clean session, and packets big enough for the
 /// payload.
-fn options(
+pub fn options(
     target: &Target,
     client_id: String,
     keep_alive: Duration,
@@ -51,7 +51,7 @@ fn options(
 }
 
 /// Creates a client and waits for its CONNACK.
-async fn connect(
+pub async fn connect(
     options: MqttOptions,
     target: &Target,
     timeout: Duration,
@@ -108,7 +108,7 @@ async fn subscribe(
 
 /// Sends DISCONNECT and waits (briefly) until it is written; the broker closing first, or not
 /// answering, is fine at this point.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+pub async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
     if client.try_disconnect().is_err() {
         return;
     }

@@ -20,7 +20,8 @@ use crate::cli::LoadArgs;
 use crate::probe::{self, Receipts};
 use crate::procfs;
 use crate::progress::Progress;
-use crate::report::{BrokerUsage, Delivery, Latency, Report, per_second, thousands};
+use crate::report::{BrokerUsage, Delivery, Latency, Report, per_second, spectrum, thousands};
+use crate::timeline::Timeline;
 use crate::watch::Watch;
 
 /// Keep-alive of every connection: long enough that a busy broker answering PINGREQ late does
@@ -114,6 +115,10 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
     let start_ns = probe::now_ns();
     start_publishers(&shape, &load, &prefix, qos, clients, &mut fleet);
     progress.set(status(fleet.counters.clone(), qos));
+    let timeline = Timeline::start({
+        let c = fleet.counters.clone();
+        move || Counters::get(&c.received)
+    });
 
     publish_phase(&load, &mut fleet, start).await?;
     let sent = finish_publishing(&load, qos, &mut fleet).await?;
@@ -125,6 +130,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
     let after = load.target.broker_pid.map(procfs::usage).transpose()?;
     let bench_after = procfs::own_cpu_s();
 
+    let timeline = timeline.finish().await;
     let receipts = stop(&mut fleet).await?;
     progress.finish().await;
 
@@ -141,6 +147,7 @@ pub async fn run(shape: Shape, load: LoadArgs) -> Result<Report> {
         before.zip(after).map(|(b, a)| BrokerUsage::between(b, a)),
     );
     report.bench_cpu_s = bench_before.zip(bench_after).map(|(b, a)| a - b);
+    report.timeline = timeline;
     Ok(report)
 }
 
@@ -400,9 +407,11 @@ fn report(
         mb_per_s: Some(per_second(msgs * u64::from(load.traffic.size), seconds) / 1e6),
         delivery: Some(delivery),
         latency: Latency::of(&latency),
+        percentiles: spectrum(&latency),
         connections: None,
         broker,
         bench_cpu_s: None,
+        timeline: Vec::new(),
     }
 }
 
