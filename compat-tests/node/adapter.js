@@ -133,6 +133,7 @@ class Waiters {
 }
 
 // Payloads cross the JSON boundary as UTF-8 text; the tests only send text.
-const text = (buffer) => (buffer === null || buffer === undefined ? null : Buffer.from(buffer).toString('utf8'));
+const text = (buffer) =>
+  buffer === null || buffer === undefined ? null : Buffer.from(buffer).toString('utf8');
 
 module.exports = { serve, Waiters, text };

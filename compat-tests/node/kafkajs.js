@@ -134,7 +134,11 @@ serve({
       compression: codec,
     });
     return {
-      records: sent.map((r) => ({ partition: r.partition, baseOffset: Number(r.baseOffset), errorCode: r.errorCode })),
+      records: sent.map((r) => ({
+        partition: r.partition,
+        baseOffset: Number(r.baseOffset),
+        errorCode: r.errorCode,
+      })),
     };
   },
 

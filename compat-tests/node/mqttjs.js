@@ -57,7 +57,6 @@ serve({
       if (a.sessionExpiry !== undefined) opts.properties.sessionExpiryInterval = a.sessionExpiry;
       if (a.topicAliasMaximum !== undefined) opts.properties.topicAliasMaximum = a.topicAliasMaximum;
     }
-    let connack = null;
     const c = mqtt.connect(a.url, opts);
     c.on('message', (topic, payload, packet) => {
       messages.push({
@@ -70,14 +69,15 @@ serve({
       arrived.notify();
     });
     c.on('packetsend', (packet) => {
-      if (packet.cmd === 'publish') sent.push({ topic: packet.topic, topicAlias: packet.properties?.topicAlias ?? null });
+      if (packet.cmd !== 'publish') return;
+      sent.push({ topic: packet.topic, topicAlias: packet.properties?.topicAlias ?? null });
     });
     c.on('error', (e) => process.stderr.write(`mqtt error: ${e.message}\n`));
-    connack = await new Promise((resolve, reject) => {
+    const connack = await new Promise((resolve, reject) => {
       c.once('connect', resolve);
-      c.once('error', reject);
+      c.once('error', reject); // a refusing CONNACK, too
       c.once('close', () => reject(new Error('connection closed before CONNACK')));
-    }).catch(async (e) => {
+    }).catch((e) => {
       c.end(true);
       throw e;
     });

@@ -2,11 +2,11 @@
 
 Each adapter is one small script per library that speaks the same line protocol
 (compat-tests/node/adapter.js): a JSON command per line on stdin, a JSON reply per line on
-stdout. The cases live here in Python, written once per behaviour; an adapter only turns
-commands into library calls. `Node` is one adapter process; `Nodes` is the factory fixture
-(`node_clients`) that ends them all after the test. `MqttClient`, `KafkaClient` and
-`AmqpClient` give the commands of each protocol Python names, so the tests read like the paho
-and pika ones.
+stdout. The cases are written once per behaviour, in Python, in the test files; an adapter only
+turns commands into library calls, so another library of a protocol is another adapter with the
+same commands. `Node` is one adapter process; `Nodes` is the factory fixture (`node_clients`)
+that ends them all after the test. `MqttClient`, `KafkaClient` and `AmqpClient` wrap each
+protocol's commands in Python methods, so the tests read like the paho and pika ones.
 
 Every wait is bounded: the adapter's own waits take a `timeoutMs`, and the Python side gives
 each reply that plus a margin.
@@ -84,6 +84,7 @@ class Node:
         self.replies = {}
         self.cond = threading.Condition()
         self.stderr = []
+        self.eof = False  # stdout ended: no more replies will come
         threading.Thread(target=self._read_replies, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
@@ -98,6 +99,7 @@ class Node:
                 self.replies[reply.get("id")] = reply
                 self.cond.notify_all()
         with self.cond:
+            self.eof = True
             self.cond.notify_all()
 
     def _read_stderr(self):
@@ -126,7 +128,8 @@ class Node:
         with self.cond:
             while cid not in self.replies:
                 left = deadline - time.monotonic()
-                if self.proc.poll() is not None and cid not in self.replies:
+                if self.eof:
+                    self.proc.wait(timeout=WAIT)
                     raise AssertionError(f"{self.adapter}: exited {self.proc.returncode} during "
                                          f"{op}:\n{self.stderr_tail()}")
                 if left <= 0:

@@ -122,8 +122,9 @@ def test_idempotent_producer_batches_keep_their_producer_id_and_sequence(kafkajs
 
 def test_admin_creates_lists_describes_grows_and_deletes_topics(kafkajs):
     topic = unique("js-admin")
-    assert kafkajs.createTopics(topics=[{"topic": topic, "numPartitions": 3}])["created"] is True
-    assert kafkajs.createTopics(topics=[{"topic": topic, "numPartitions": 3}])["created"] is False, \
+    spec = [{"topic": topic, "numPartitions": 3}]
+    assert kafkajs.createTopics(topics=spec)["created"] is True
+    assert kafkajs.createTopics(topics=spec)["created"] is False, \
         "creating an existing topic reports that it existed"
     assert topic in kafkajs.listTopics()["topics"]
 
@@ -149,7 +150,8 @@ def test_topic_offsets_and_offsets_for_a_timestamp(kafkajs):
     kafkajs.produce(topic=topic, messages=[{"value": f"p1-{i}", "partition": 1,
                                             "timestamp": str(base + i * 1000)} for i in range(7)])
     offsets = {p["partition"]: p for p in kafkajs.fetchTopicOffsets(topic=topic)["partitions"]}
-    assert {p: (int(o["low"]), int(o["high"])) for p, o in offsets.items()} == {0: (0, 4), 1: (0, 7)}
+    assert {p: (int(o["low"]), int(o["high"])) for p, o in offsets.items()} == \
+        {0: (0, 4), 1: (0, 7)}
 
     # The first offset whose timestamp is at or after the one asked for.
     at = kafkajs.fetchTopicOffsetsByTimestamp(topic=topic, timestamp=base + 2500)["partitions"]
