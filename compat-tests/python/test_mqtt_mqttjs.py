@@ -201,13 +201,7 @@ def test_v5_shared_subscription_spreads_messages_across_members(mqttjs):
     assert got[0] and got[1], f"both members get some: {len(got[0])} / {len(got[1])}"
 
 
-def test_v5_shared_and_plain_subscription_of_one_client_each_get_a_copy(mqttjs, mqtt_broker,
-                                                                        request):
-    if mqtt_broker.kind == "switchboard":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "Switchboard bug: a client with a non-shared subscription and the only membership "
-            "of a shared subscription matching one PUBLISH gets one merged copy (at the higher "
-            "QoS) instead of one copy per subscription (MQTT 5 4.8.2; mosquitto sends two)")))
+def test_v5_shared_and_plain_subscription_of_one_client_each_get_a_copy(mqttjs, mqtt_broker):
     topic = unique("js") + "/both"
     sub = mqttjs(protocol=5)
     sub.subscribe({topic: 0})

@@ -147,6 +147,10 @@ impl Broker {
             }
             merge(&mut targets, msg, e);
         }
+        let mut out: Vec<Target> = targets.into_values().collect();
+        // Each shared group delivers its own copy to the member it picks, even to a session
+        // that also gets the message through its own subscriptions (MQTT 5 §4.8.2: a copy per
+        // matching subscription that is shared; mosquitto does the same).
         for (_group, members) in matched.shared {
             let online = members.values().filter(|e| e.session.is_online()).count();
             let pool = if online > 0 { online } else { members.len() };
@@ -156,10 +160,12 @@ impl Broker {
                 .filter(|(_, e)| online == 0 || e.session.is_online())
                 .nth(pick);
             if let Some((_, e)) = chosen {
-                merge(&mut targets, msg, e);
+                let mut own = HashMap::new();
+                merge(&mut own, msg, e);
+                out.extend(own.into_values());
             }
         }
-        targets.into_values().collect()
+        out
     }
 }
 
