@@ -3,8 +3,8 @@
 //! correlation id, as every Kafka client does up to max.in.flight.requests.per.connection).
 //!
 //! Latency is per message: from the moment its batch was due (built, or its slot in the
-//! `--rate` schedule) to the produce response. Every message of a batch gets its batch's
-//! latency, so the percentiles are over messages, not requests.
+//! `--rate` schedule when a full window held it back) to the produce response. Every message of
+//! a batch gets its batch's latency, so the percentiles are over messages, not requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,9 +272,7 @@ async fn produce_partition(
     let mut stopping = false;
     loop {
         let more = !stopping && plan.quota.is_none_or(|q| queued < q);
-        let due = plan
-            .interval
-            .map_or_else(Instant::now, |i| start + i.mul_f64(batches as f64));
+        let due = plan.interval.map(|i| start + i.mul_f64(batches as f64));
         tokio::select! {
             biased;
             Some((due, n, response)) = inflight.next() => {
@@ -287,7 +285,7 @@ async fn produce_partition(
                 counters.last_ack_ns.fetch_max(probe::now_ns(), Ordering::Relaxed);
             }
             _ = stop.cancelled(), if more => stopping = true,
-            _ = tokio::time::sleep_until(due), if more && inflight.len() < plan.inflight => {
+            due = until(due), if more && inflight.len() < plan.inflight => {
                 let n = plan.quota.map_or(plan.batch, |q| plan.batch.min(q - queued));
                 let request = request(&plan, queued, n)?;
                 let conn = conn.clone();
@@ -300,6 +298,23 @@ async fn produce_partition(
         }
     }
     Ok((plan.partition, acked, latency))
+}
+
+/// Waits for a paced batch's slot and returns the time its latency counts from: the slot
+/// itself when it had already passed (the batch waited for a free place in the window, and that
+/// wait is the broker's doing), else the moment the timer woke us (which may be up to a
+/// millisecond after the slot: tokio's timer rounds deadlines up to its next tick, and that
+/// lateness is ours, not the broker's). Unpaced, returns at once without the timer, for the
+/// same reason: even a sleep until now would cost up to a millisecond per batch.
+async fn until(due: Option<Instant>) -> Instant {
+    match due {
+        Some(due) if due > Instant::now() => {
+            tokio::time::sleep_until(due).await;
+            Instant::now()
+        }
+        Some(due) => due,
+        None => Instant::now(),
+    }
 }
 
 /// A produce request of one uncompressed batch of `n` stamped values, sequence numbers from
