@@ -1,6 +1,7 @@
 'use strict';
 // The conversation every client adapter of this directory speaks with the Python suite
-// (compat-tests/python/nodekit.py): one JSON command per line on stdin,
+// (compat-tests/python/adapterkit.py; the Rust adapter, compat-tests/rust, speaks it too): one
+// JSON command per line on stdin,
 //   {"id": 7, "op": "publish", ...arguments}
 // and one JSON reply per line on stdout, once the command is done:
 //   {"id": 7, "ok": true, "result": {...}}   or   {"id": 7, "ok": false, "error": "...", "code": ...}

@@ -1,7 +1,7 @@
 'use strict';
 // mqtt.js (npm `mqtt`) as one MQTT client: connect, subscribe, publish, collect what arrives.
-// One process is one client; the suite starts one per peer (compat-tests/python/nodekit.py) and
-// ends it with SIGKILL when a test needs a connection that drops without DISCONNECT.
+// One process is one client; the suite starts one per peer (compat-tests/python/adapterkit.py)
+// and ends it with SIGKILL when a test needs a connection that drops without DISCONNECT.
 
 const mqtt = require('mqtt');
 const { serve, Waiters, text } = require('./adapter');

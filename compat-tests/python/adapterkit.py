@@ -1,12 +1,17 @@
-"""Drives the Node.js client adapters of compat-tests/node (kafkajs, mqtt.js, amqplib).
+"""Drives the client adapters of the suite: the Node.js scripts of compat-tests/node (kafkajs,
+mqtt.js, amqplib) and the Rust binary of compat-tests/rust (rskafka, rumqttc, lapin).
 
-Each adapter is one small script per library that speaks the same line protocol
-(compat-tests/node/adapter.js): a JSON command per line on stdin, a JSON reply per line on
-stdout. The cases are written once per behaviour, in Python, in the test files; an adapter only
-turns commands into library calls, so another library of a protocol is another adapter with the
-same commands. `Node` is one adapter process; `Nodes` is the factory fixture (`node_clients`)
-that ends them all after the test. `MqttClient`, `KafkaClient` and `AmqpClient` wrap each
-protocol's commands in Python methods, so the tests read like the paho and pika ones.
+Each adapter is one small program per library that speaks the same line protocol
+(compat-tests/node/adapter.js, compat-tests/rust/src/protocol.rs): a JSON command per line on
+stdin, a JSON reply per line on stdout. The cases are written once per behaviour, in Python, in
+cases_kafka.py, cases_mqtt.py and cases_amqp.py, and run by one test file per client library
+that names its adapter; an adapter only turns commands into library calls, so another library
+of a protocol is another adapter with the same commands and another small test file.
+
+`Adapter` is one adapter process (any command line); `Adapters` is the factory fixture
+(`adapters`) that starts them (`adapters.node("kafkajs")`, `adapters.rust("rumqttc")`) and ends
+them all after the test. `MqttClient`, `KafkaClient` and `AmqpClient` wrap each protocol's
+commands in Python methods, so the cases read like the paho and pika ones.
 
 Every wait is bounded: the adapter's own waits take a `timeoutMs`, and the Python side gives
 each reply that plus a margin.
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+ROOT = Path(__file__).resolve().parents[2]
+NODE_DIR = ROOT / "compat-tests" / "node"
 # Every wait in these tests is bounded by this many seconds unless it says otherwise.
 WAIT = 5.0
 # Seconds a reply may take beyond the wait the command itself asked for (process start-up,
@@ -31,7 +37,7 @@ WAIT = 5.0
 MARGIN = 10.0
 
 
-def missing(package: str):
+def node_missing(package: str):
     """Why the adapters for npm `package` cannot run here, or None."""
     if shutil.which("node") is None:
         return "node not installed (scripts/setup installs nodejs)"
@@ -41,10 +47,26 @@ def missing(package: str):
     return None
 
 
-def needs(package: str):
+def needs_node(package: str):
     """A module mark: skip the file when node or the npm package is missing."""
-    reason = missing(package)
+    reason = node_missing(package)
     return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def rust_binary() -> Path:
+    """The Rust adapter: $SB_COMPAT_ADAPTER, else target/debug/sb-compat-adapter (scripts/test
+    builds it)."""
+    return Path(os.environ.get("SB_COMPAT_ADAPTER",
+                               ROOT / "target" / "debug" / "sb-compat-adapter"))
+
+
+def needs_rust():
+    """A module mark: skip the file when the Rust adapter is not built."""
+    binary = rust_binary()
+    return pytest.mark.skipif(
+        not os.access(binary, os.X_OK),
+        reason=f"no Rust adapter at {binary}: cargo build -p switchboard-compat-rust "
+               f"(scripts/test does), or set SB_COMPAT_ADAPTER")
 
 
 def wait_until(what, predicate, timeout=WAIT, step=0.05):
@@ -60,7 +82,7 @@ def wait_until(what, predicate, timeout=WAIT, step=0.05):
         time.sleep(step)
 
 
-class NodeError(AssertionError):
+class AdapterError(AssertionError):
     """A command the library refused or failed: `.error` is its message, `.code` its code."""
 
     def __init__(self, op, error, code, stderr):
@@ -71,15 +93,14 @@ class NodeError(AssertionError):
         super().__init__(f"{op}: {error} (code {code}){tail}")
 
 
-class Node:
-    """One adapter process (`compat-tests/node/<adapter>.js`)."""
+class Adapter:
+    """One adapter process: `argv` speaks the line protocol on its stdin and stdout."""
 
-    def __init__(self, adapter: str):
-        self.adapter = adapter
+    def __init__(self, name: str, argv, cwd=None, env=None):
+        self.name = name
         self.proc = subprocess.Popen(
-            [shutil.which("node") or "node", str(NODE_DIR / f"{adapter}.js")], cwd=NODE_DIR,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "NODE_NO_WARNINGS": "1"})
+            [str(a) for a in argv], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
         self.ids = itertools.count(1)
         self.replies = {}
         self.cond = threading.Condition()
@@ -118,7 +139,7 @@ class Node:
             self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, ValueError):
-            raise AssertionError(f"{self.adapter}: adapter gone before {op} "
+            raise AssertionError(f"{self.name}: adapter gone before {op} "
                                  f"(exit {self.proc.poll()}):\n{self.stderr_tail()}") from None
         return cid
 
@@ -130,21 +151,21 @@ class Node:
                 left = deadline - time.monotonic()
                 if self.eof:
                     self.proc.wait(timeout=WAIT)
-                    raise AssertionError(f"{self.adapter}: exited {self.proc.returncode} during "
+                    raise AssertionError(f"{self.name}: exited {self.proc.returncode} during "
                                          f"{op}:\n{self.stderr_tail()}")
                 if left <= 0:
-                    raise AssertionError(f"{self.adapter}: no reply to {op} within {timeout:.0f} s"
+                    raise AssertionError(f"{self.name}: no reply to {op} within {timeout:.0f} s"
                                          f":\n{self.stderr_tail()}")
                 self.cond.wait(min(left, 0.2))
             reply = self.replies.pop(cid)
         if not check:
             return reply
         if not reply.get("ok"):
-            raise NodeError(op, reply.get("error"), reply.get("code"), self.stderr_tail())
+            raise AdapterError(op, reply.get("error"), reply.get("code"), self.stderr_tail())
         return reply["result"]
 
     def call(self, op, timeout=WAIT + MARGIN, check=True, **args):
-        """Runs one command and returns its result; a failed command raises NodeError (or, with
+        """Runs one command and returns its result; a failed command raises AdapterError (or, with
         check=False, the reply `{ok, error, code}` is returned as is)."""
         return self.reply(self.send(op, **args), op, timeout, check)
 
@@ -167,17 +188,33 @@ class Node:
                 self.kill()
 
 
-class Nodes:
-    """Factory fixture `node_clients`: `node_clients(adapter)` starts an adapter process; all are
-    closed after the test."""
+def node_adapter(script: str) -> Adapter:
+    """compat-tests/node/<script>.js."""
+    return Adapter(script, [shutil.which("node") or "node", NODE_DIR / f"{script}.js"],
+                   cwd=NODE_DIR, env={"NODE_NO_WARNINGS": "1"})
+
+
+def rust_adapter(library: str) -> Adapter:
+    """The Rust adapter binary driving `library` (rskafka, rumqttc, lapin)."""
+    return Adapter(library, [rust_binary(), library], env={"RUST_BACKTRACE": "1"})
+
+
+class Adapters:
+    """Factory fixture `adapters`: `adapters.node(script)` / `adapters.rust(library)` start an
+    adapter process; all are closed after the test."""
 
     def __init__(self):
         self.made = []
 
-    def __call__(self, adapter: str) -> Node:
-        n = Node(adapter)
-        self.made.append(n)
-        return n
+    def node(self, script: str) -> Adapter:
+        return self._keep(node_adapter(script))
+
+    def rust(self, library: str) -> Adapter:
+        return self._keep(rust_adapter(library))
+
+    def _keep(self, adapter: Adapter) -> Adapter:
+        self.made.append(adapter)
+        return adapter
 
     def close_all(self):
         for n in self.made:
@@ -192,13 +229,14 @@ class Nodes:
 
 
 class MqttClient:
-    """One MQTT client of an MQTT adapter (mqttjs.js): one process, one connection at a time."""
+    """One MQTT client of an MQTT adapter (mqttjs.js, rumqttc): one process, one connection at a
+    time."""
 
-    def __init__(self, node: Node, broker, protocol=4, transport="tcp", client_id=None,
+    def __init__(self, adapter: Adapter, broker, protocol=4, transport="tcp", client_id=None,
                  clean=True, session_expiry=None, will=None, **options):
         """`options`: further connect arguments of the adapter, passed as they are
         (topicAliasMaximum, autoAssignTopicAlias)."""
-        self.node = node
+        self.adapter = adapter
         self.options = options
         self.broker = broker
         self.protocol = protocol
@@ -225,7 +263,7 @@ class MqttClient:
         if self.will is not None:
             args["will"] = self.will
         args.update(self.options)
-        connack = self.node.call("connect", **args)
+        connack = self.adapter.call("connect", **args)
         assert connack["reasonCode"] == 0, f"connection refused: {connack}"
         return connack
 
@@ -234,19 +272,19 @@ class MqttClient:
         args = {"topics": topics}
         if properties:
             args["properties"] = properties
-        return [g["qos"] for g in self.node.call("subscribe", **args)["granted"]]
+        return [g["qos"] for g in self.adapter.call("subscribe", **args)["granted"]]
 
     def publish(self, topic, payload, qos=0, retain=False, properties=None):
         """Publishes and returns once the broker acknowledged it (PUBACK / PUBCOMP)."""
         args = {"topic": topic, "payload": payload, "qos": qos, "retain": retain}
         if properties:
             args["properties"] = properties
-        self.node.call("publish", **args)
+        self.adapter.call("publish", **args)
 
     def expect(self, n, timeout=WAIT):
         """Waits until at least n messages arrived; returns all that arrived (dicts: topic,
         payload, qos, retain, properties)."""
-        got = self.node.call("expect", count=n, timeoutMs=int(timeout * 1000),
+        got = self.adapter.call("expect", count=n, timeoutMs=int(timeout * 1000),
                              timeout=timeout + MARGIN)
         assert got["complete"], (f"{n} messages expected within {timeout} s, "
                                  f"got {len(got['messages'])}: {got['messages']}")
@@ -254,7 +292,7 @@ class MqttClient:
 
     def received(self):
         """The messages that arrived so far, without waiting."""
-        return self.node.call("expect", count=0, timeoutMs=0)["messages"]
+        return self.adapter.call("expect", count=0, timeoutMs=0)["messages"]
 
     def until(self, marker: str, timeout=WAIT):
         """Messages that arrived before the one whose payload is `marker` (which must come)."""
@@ -269,11 +307,11 @@ class MqttClient:
 
     def sent(self):
         """Every PUBLISH this client wrote, as written: [{topic, topicAlias}]."""
-        return self.node.call("sent")["packets"]
+        return self.adapter.call("sent")["packets"]
 
     def end(self):
         """A normal DISCONNECT."""
-        self.node.call("end")
+        self.adapter.call("end")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,23 +319,23 @@ class MqttClient:
 
 
 class KafkaClient:
-    """A Kafka client of a Kafka adapter (kafkajs.js): an admin, producers and named consumers
-    over one process. Values, keys and header values are text."""
+    """A Kafka client of a Kafka adapter (kafkajs.js, rskafka): an admin, producers and named
+    consumers over one process. Values, keys and header values are text."""
 
-    def __init__(self, node: Node, bootstrap: str):
-        self.node = node
-        node.call("init", brokers=[bootstrap])
+    def __init__(self, adapter: Adapter, bootstrap: str):
+        self.adapter = adapter
+        adapter.call("init", brokers=[bootstrap])
 
     def __getattr__(self, op):
         """Any other command of the adapter, as a method: `kafka.listTopics()`."""
         if op.startswith("_"):
             raise AttributeError(op)
-        return lambda **args: self.node.call(op, **args)
+        return lambda **args: self.adapter.call(op, **args)
 
     def expect(self, consumer, n, timeout=WAIT):
         """Waits until `consumer` received at least n messages; returns them all (dicts:
         topic, partition, offset, key, value, headers)."""
-        got = self.node.call("expect", consumer=consumer, count=n,
+        got = self.adapter.call("expect", consumer=consumer, count=n,
                              timeoutMs=int(timeout * 1000), timeout=timeout + MARGIN)
         assert got["complete"], (f"{consumer}: {n} messages expected within {timeout} s, "
                                  f"got {len(got['messages'])}: {got['messages'][:20]}")
@@ -309,23 +347,23 @@ class KafkaClient:
 
 
 class AmqpClient:
-    """One AMQP connection of an AMQP adapter (amqplib.js), with numbered channels. Bodies are
-    text; deliveries are dicts (body, deliveryTag, redelivered, exchange, routingKey,
-    properties)."""
+    """One AMQP connection of an AMQP adapter (amqplib.js, lapin), with numbered channels.
+    Bodies are text; deliveries are dicts (body, deliveryTag, redelivered, exchange,
+    routingKey, properties)."""
 
-    def __init__(self, node: Node, broker):
-        self.node = node
-        node.call("connect", url=broker.url)
+    def __init__(self, adapter: Adapter, broker):
+        self.adapter = adapter
+        adapter.call("connect", url=broker.url)
 
     def __getattr__(self, op):
         """Any other command of the adapter, as a method: `amqp.assertQueue(queue=...)`."""
         if op.startswith("_"):
             raise AttributeError(op)
-        return lambda **args: self.node.call(op, **args)
+        return lambda **args: self.adapter.call(op, **args)
 
     def expect(self, consumer, n, timeout=WAIT):
         """Waits until `consumer` (a consumer tag) got at least n deliveries; returns them all."""
-        got = self.node.call("expect", consumer=consumer, count=n,
+        got = self.adapter.call("expect", consumer=consumer, count=n,
                              timeoutMs=int(timeout * 1000), timeout=timeout + MARGIN)
         assert got["complete"], (f"{n} deliveries expected within {timeout} s, "
                                  f"got {len(got['messages'])}: {got['messages']}")

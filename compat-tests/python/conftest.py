@@ -34,6 +34,10 @@ from pathlib import Path
 
 import pytest
 
+# The cases shared by the client test files live in modules pytest does not collect by itself:
+# their asserts are rewritten as a test file's are, for the same failure messages.
+pytest.register_assert_rewrite("cases_kafka", "cases_mqtt", "cases_amqp")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,6 +49,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list:
+    """n distinct ports the OS just handed out (two free_port() calls can return the same one:
+    the first socket is closed before the second binds)."""
+    ports = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def wait_for_port(port, is_alive, describe, timeout=30.0):
@@ -103,11 +118,8 @@ class Server:
 
     def pick_ports(self):
         """Five distinct ports the OS just handed out."""
-        ports = set()
-        while len(ports) < 5:
-            ports.add(free_port())
         (self.kafka_port, self.admin_port, self.mqtt_port, self.ws_port,
-         self.amqp_port) = list(ports)
+         self.amqp_port) = free_ports(5)
 
     @property
     def bootstrap(self) -> str:
@@ -419,6 +431,7 @@ class ExternalAmqp(ExternalMqtt):
 
 
 def pytest_collection_modifyitems(config, items):
+    deselect_what_clients_cannot(config, items)
     skip_for_external(config, items)
     if config.getoption("--amqp-broker") == "rabbitmq":
         skip_amqp = pytest.mark.skip(reason="switchboard-only (cross-protocol) behaviour; "
@@ -453,8 +466,7 @@ class Mosquitto:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "persist").mkdir(exist_ok=True)
-        self.port = free_port()
-        self.ws_port = free_port()
+        self.port, self.ws_port = free_ports(2)
         self.conf_path = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
         self.proc = None
@@ -680,9 +692,7 @@ class RabbitMQ:
     def __init__(self, workdir: Path):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.dist_port = free_port()
-        self.epmd_port = free_port()
+        self.port, self.dist_port, self.epmd_port = free_ports(3)
         self.node = f"rabbit-test-{os.getpid()}-{next(self._made)}@localhost"
         self.log_path = self.dir / "rabbitmq-server.log"
         self.proc = None
@@ -918,15 +928,43 @@ def conns():
 
 
 # ----------------------------------------------------------------------------------------------
-# Node.js clients (kafkajs, mqtt.js, amqplib): one adapter script per library in compat-tests/node.
+# Client adapters (adapterkit.py): one small program per client library, Node.js scripts in
+# compat-tests/node and the Rust binary of compat-tests/rust, each run by a test file that takes
+# the cases of cases_<protocol>.py.
 
 
 @pytest.fixture
-def node_clients():
-    """node_clients(adapter) -> a nodekit.Node running compat-tests/node/<adapter>.js; all are
+def adapters():
+    """adapters.node(script) / adapters.rust(library) -> an adapterkit.Adapter process; all are
     closed after the test."""
-    from nodekit import Nodes
+    from adapterkit import Adapters
 
-    made = Nodes()
+    made = Adapters()
     yield made
     made.close_all()
+
+
+def deselect_what_clients_cannot(config, items):
+    """A client's test file may list in a module-level CANNOT what its library cannot do:
+    {case name: reason} or {"param=value": reason} (every case run with that parameter value,
+    e.g. "transport=websockets"). Those tests are not run at all (matrix.py's NA says why in
+    the matrix); a CANNOT entry that names no case of its file is an error, so a renamed case
+    cannot slip back in unnoticed."""
+    keep, dropped, checked = [], [], set()
+    for item in items:
+        module = getattr(item, "module", None)
+        cannot = getattr(module, "CANNOT", None) or {}
+        if cannot and module not in checked:
+            checked.add(module)
+            unknown = [k for k in cannot if "=" not in k and not hasattr(module, k)]
+            if unknown:
+                raise pytest.UsageError(f"{module.__name__}.CANNOT names no case: {unknown}")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        name = getattr(item, "originalname", item.name)
+        if name in cannot or any(f"{k}={v}" in cannot for k, v in params.items()):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

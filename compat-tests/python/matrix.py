@@ -3,9 +3,10 @@
 
 compat-tests/run reads it; the tests themselves know nothing of it. A test is mapped by the first
 RULES entry whose pattern matches `file::test_name[params]` (re.search). Its column is the
-rule's client if it names one, else the file's client (FILES); "paho" and "mqtt.js" are
-resolved to the protocol version in the test's parameters or name (v31 / v311 / v5; the
-default is 3.1.1).
+rule's client if it names one, else the file's client (FILES); "paho", "mqtt.js" and "rumqttc"
+are resolved to the protocol version in the test's parameters or name (v31 / v311 / v5; the
+default is 3.1.1). The cases shared by the adapter-driven test files (CASE_FILES) have one rule
+each, for every file that runs them.
 A test no rule matches lands in the row "(unmapped)" of its file's section, and the runner
 warns: add a rule.
 
@@ -32,16 +33,37 @@ FILES = {
     "test_amqp_pika.py": ("amqp", "AMQP 0-9-1", "pika"),
     "test_amqp_cli.py": ("amqp", "AMQP 0-9-1", "amqp-tools"),
     "test_amqp_cross.py": ("amqp", "Cross-protocol (Switchboard only)", "pika"),
-    # Node.js clients, one adapter script each in compat-tests/node.
+    # Client libraries behind an adapter (adapterkit.py), running the cases of
+    # cases_<protocol>.py: Node.js scripts in compat-tests/node, the Rust binary of
+    # compat-tests/rust.
     "test_kafka_kafkajs.py": ("kafka", "Kafka", "kafkajs"),
+    "test_kafka_rust.py": ("kafka", "Kafka", "rust (rskafka)"),
     "test_mqtt_mqttjs.py": ("mqtt", "MQTT", "mqtt.js"),
+    "test_mqtt_rumqttc.py": ("mqtt", "MQTT", "rumqttc"),
     "test_amqp_amqplib.py": ("amqp", "AMQP 0-9-1", "amqplib"),
+    "test_amqp_lapin.py": ("amqp", "AMQP 0-9-1", "lapin"),
 }
 
+# The test files of each protocol that run its shared cases (cases_<protocol>.py), one per
+# client library: a rule for a case covers them all.
+CASE_FILES = {
+    "kafka": ("test_kafka_kafkajs.py", "test_kafka_rust.py"),
+    "mqtt": ("test_mqtt_mqttjs.py", "test_mqtt_rumqttc.py"),
+    "amqp": ("test_amqp_amqplib.py", "test_amqp_lapin.py"),
+}
+
+
+def _case(protocol: str, pattern: str) -> str:
+    """A RULES pattern for the case(s) `pattern` in every test file running them."""
+    files = "|".join(re.escape(f) for f in CASE_FILES[protocol])
+    return rf"(?:{files})::{pattern}"
+
+
 # Column order (a section shows the columns it has cells in).
-CLIENTS = ["confluent-kafka", "kafka-python", "kcat", "kafkajs", "paho 3.1", "paho 3.1.1",
-           "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1", "mqtt.js 5", "pika", "amqp-tools",
-           "amqplib", "raw socket", "switchboard CLI"]
+CLIENTS = ["confluent-kafka", "kafka-python", "kcat", "kafkajs", "rust (rskafka)", "paho 3.1",
+           "paho 3.1.1", "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1", "mqtt.js 5",
+           "rumqttc 3.1.1", "rumqttc 5", "pika", "amqp-tools", "amqplib", "lapin", "raw socket",
+           "switchboard CLI"]
 
 # Rows, in display order: (section, behaviour).
 ROWS = [
@@ -140,16 +162,15 @@ RULES = [
     (r"test_cli\.py::test_topic_cli", "topic admin CLI", None),
     (r"test_cli\.py::test_metrics", "metrics endpoint", None),
 
-    # Kafka: kafkajs -------------------------------------------------------------------------
-    (r"test_kafka_kafkajs\.py::test_produce_and_consume", "produce/consume", None),
-    (r"test_kafka_kafkajs\.py::test_unknown_topic_is_auto_created", "topic auto-creation", None),
-    (r"test_kafka_kafkajs\.py::test_committed_offsets", "consumer groups & committed offsets",
-     None),
-    (r"test_kafka_kafkajs\.py::test_second_member_joining", "consumer-group rebalance", None),
-    (r"test_kafka_kafkajs\.py::test_gzip", "compression codecs", None),
-    (r"test_kafka_kafkajs\.py::test_idempotent_producer", "idempotence", None),
-    (r"test_kafka_kafkajs\.py::test_admin_", "topic admin & metadata", None),
-    (r"test_kafka_kafkajs\.py::test_topic_offsets", "offsets for times & watermarks", None),
+    # Kafka: the shared cases (kafkajs, rskafka) ----------------------------------------------
+    (_case("kafka", "test_produce_and_consume"), "produce/consume", None),
+    (_case("kafka", "test_unknown_topic_is_auto_created"), "topic auto-creation", None),
+    (_case("kafka", "test_committed_offsets"), "consumer groups & committed offsets", None),
+    (_case("kafka", "test_second_member_joining"), "consumer-group rebalance", None),
+    (_case("kafka", "test_gzip"), "compression codecs", None),
+    (_case("kafka", "test_idempotent_producer"), "idempotence", None),
+    (_case("kafka", "test_admin_"), "topic admin & metadata", None),
+    (_case("kafka", "test_topic_offsets"), "offsets for times & watermarks", None),
 
     # MQTT: paho and raw sockets ------------------------------------------------------------
     (r"test_mqtt_paho\.py::.*\[.*\bws\]", "WebSocket transport", None),
@@ -193,18 +214,17 @@ RULES = [
     (r"test_mqtt_cli\.py::test_.*v5_properties", "MQTT 5 properties", None),
     (r"test_mqtt_cli\.py::test_cli_with_", "authentication", None),
 
-    # MQTT: mqtt.js --------------------------------------------------------------------------
-    (r"test_mqtt_mqttjs\.py::.*\[.*\bws\]", "WebSocket transport", None),
-    (r"test_mqtt_mqttjs\.py::test_connect_is_acknowledged", "connect", None),
-    (r"test_mqtt_mqttjs\.py::test_publish_reaches_subscriber", "publish/subscribe QoS 0/1/2",
-     None),
-    (r"test_mqtt_mqttjs\.py::test_wildcards", "topic wildcards", None),
-    (r"test_mqtt_mqttjs\.py::test_.*retained", "retained messages", None),
-    (r"test_mqtt_mqttjs\.py::test_will_", "will messages", None),
-    (r"test_mqtt_mqttjs\.py::test_persistent_session", "persistent sessions", None),
-    (r"test_mqtt_mqttjs\.py::test_v5_user_properties", "MQTT 5 properties", None),
-    (r"test_mqtt_mqttjs\.py::test_v5_topic_aliases", "topic aliases", None),
-    (r"test_mqtt_mqttjs\.py::test_v5_shared_", "shared subscriptions", None),
+    # MQTT: the shared cases (mqtt.js, rumqttc) ----------------------------------------------
+    (_case("mqtt", r".*\[.*\bws\]"), "WebSocket transport", None),
+    (_case("mqtt", "test_connect_is_acknowledged"), "connect", None),
+    (_case("mqtt", "test_publish_reaches_subscriber"), "publish/subscribe QoS 0/1/2", None),
+    (_case("mqtt", "test_wildcards"), "topic wildcards", None),
+    (_case("mqtt", "test_.*retained"), "retained messages", None),
+    (_case("mqtt", "test_will_"), "will messages", None),
+    (_case("mqtt", "test_persistent_session"), "persistent sessions", None),
+    (_case("mqtt", "test_v5_user_properties"), "MQTT 5 properties", None),
+    (_case("mqtt", "test_v5_topic_aliases"), "topic aliases", None),
+    (_case("mqtt", "test_v5_shared_"), "shared subscriptions", None),
 
     # Cross-protocol -------------------------------------------------------------------------
     (r"test_mqtt_cross\.py::test_mqtt_publish_is_a_record", "MQTT → Kafka", "paho 3.1.1"),
@@ -260,34 +280,45 @@ RULES = [
     (r"test_amqp_pika\.py::test_(durable_|confirmed_persistent)", "durability across restart",
      None),
 
-    # AMQP: amqplib --------------------------------------------------------------------------
-    (r"test_amqp_amqplib\.py::test_topic_exchange_delivers",
+    # AMQP: the shared cases (amqplib, lapin) ------------------------------------------------
+    (_case("amqp", "test_topic_exchange_delivers"),
      ("publish/consume", "exchange routing", "message properties & bodies"), None),
-    (r"test_amqp_amqplib\.py::test_publisher_confirms", "confirms", None),
-    (r"test_amqp_amqplib\.py::test_nack_", "nack/requeue", None),
-    (r"test_amqp_amqplib\.py::test_reject_without_requeue", "dead-lettering", None),
-    (r"test_amqp_amqplib\.py::test_queue_ttl", "TTL", None),
-    (r"test_amqp_amqplib\.py::test_prefetch", "prefetch", None),
+    (_case("amqp", "test_publisher_confirms"), "confirms", None),
+    (_case("amqp", "test_nack_"), "nack/requeue", None),
+    (_case("amqp", "test_reject_without_requeue"), "dead-lettering", None),
+    (_case("amqp", "test_queue_ttl"), "TTL", None),
+    (_case("amqp", "test_prefetch"), "prefetch", None),
 ]
 
 _V5_ONLY = "an MQTT 5 feature: protocol 3.1 / 3.1.1 has no way to express it"
 _RAW_ONLY = ("needs a client that stops half-way through the exchange or sends malformed "
              "packets: tested on raw sockets")
 _NO_ARGS = "amqp-declare-queue cannot set queue arguments (x-…)"
+# Kept in step with the CANNOT of test_kafka_rust.py and test_mqtt_rumqttc.py.
+_RSKAFKA = "rust (rskafka)"
+_NO_GROUPS = ("rskafka has no consumer groups (no JoinGroup / SyncGroup / OffsetCommit / "
+              "OffsetFetch): it reads partitions by offset")
+_NO_RUMQTTC_WS = ("the adapter is built without rumqttc's \"websocket\" feature (a second "
+                  "WebSocket stack, async-tungstenite with rustls)")
 
 # (row, client) -> why that client cannot do that behaviour.
 NA = {
     **{(row, client): _V5_ONLY
        for row in ("message expiry", "MQTT 5 properties", "MQTT 5 subscription options",
                    "shared subscriptions", "topic aliases")
-       for client in ("paho 3.1", "paho 3.1.1", "mqtt.js 3.1.1")},
+       for client in ("paho 3.1", "paho 3.1.1", "mqtt.js 3.1.1", "rumqttc 3.1.1")},
     **{("QoS 2 across reconnect", client): _RAW_ONLY
        for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1",
-                      "mqtt.js 5")},
+                      "mqtt.js 5", "rumqttc 3.1.1", "rumqttc 5")},
     **{("bad input", client): "a well-behaved client library only sends valid packets"
        for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub",
-                      "mqtt.js 3.1.1", "mqtt.js 5",
-                      "confluent-kafka", "kafka-python", "kcat", "kafkajs")},
+                      "mqtt.js 3.1.1", "mqtt.js 5", "rumqttc 3.1.1", "rumqttc 5",
+                      "confluent-kafka", "kafka-python", "kcat", "kafkajs", _RSKAFKA)},
+    **{("WebSocket transport", client): _NO_RUMQTTC_WS
+       for client in ("rumqttc 3.1.1", "rumqttc 5")},
+    ("consumer groups & committed offsets", _RSKAFKA): _NO_GROUPS,
+    ("consumer-group rebalance", _RSKAFKA): _NO_GROUPS,
+    ("idempotence", _RSKAFKA): "rskafka has no idempotent producer (no InitProducerId)",
     ("QoS downgrade", "mosquitto_pub/sub"): "one tool publishes, another subscribes: the pair "
                                             "is already covered by publish/subscribe",
     ("session takeover", "mosquitto_pub/sub"): "the tools cannot watch their own connection "
@@ -306,7 +337,7 @@ NA = {
 _COMPILED = [(re.compile(p), (r,) if isinstance(r, str) else tuple(r), c) for p, r, c in RULES]
 # MQTT clients with one column per protocol version.
 _VERSIONS = {"v31": "3.1", "v311": "3.1.1", "v5": "5"}
-_VERSIONED = ("paho", "mqtt.js")
+_VERSIONED = ("paho", "mqtt.js", "rumqttc")
 
 
 def _short(nodeid: str) -> str:
@@ -315,7 +346,7 @@ def _short(nodeid: str) -> str:
 
 
 def _versioned(client: str, short: str) -> str:
-    """"paho" / "mqtt.js" -> its column for the protocol version the test runs at."""
+    """"paho" / "mqtt.js" / "rumqttc" -> its column for the protocol version the test runs at."""
     name, _, params = short.partition("[")
     for token in re.split(r"[-\]]", params):
         if token in _VERSIONS:
