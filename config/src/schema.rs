@@ -132,6 +132,16 @@ pub struct AmqpConfig {
     pub connect_timeout: HumanDuration,
     /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_only_users: Vec<String>,
+    /// Flow control: ready messages in a queue at which its publishers pause; 0 = no limit.
+    pub flow_high_messages: u64,
+    /// Ready messages at or below which paused publishers resume; at most the high mark.
+    pub flow_low_messages: u64,
+    /// Ready body bytes in a queue at which its publishers pause; 0 = no limit.
+    pub flow_high_bytes: Size,
+    /// Ready body bytes at or below which paused publishers resume; at most the high mark.
+    pub flow_low_bytes: Size,
+    /// The longest one pause lasts; 0 turns flow control off.
+    pub flow_max_pause: HumanDuration,
 }
 
 /// `[admin]`: the admin HTTP endpoint (/metrics, /healthz, API).
@@ -442,6 +452,25 @@ impl Config {
         ];
         if let Some((key, _)) = amqp_nonzero.iter().find(|(_, value)| *value == 0) {
             return Err((key, "must not be zero".into()));
+        }
+        let flow_marks = [
+            (
+                "amqp.flow_low_messages",
+                amqp.flow_low_messages,
+                amqp.flow_high_messages,
+                "amqp.flow_high_messages",
+            ),
+            (
+                "amqp.flow_low_bytes",
+                amqp.flow_low_bytes.bytes(),
+                amqp.flow_high_bytes.bytes(),
+                "amqp.flow_high_bytes",
+            ),
+        ];
+        for (key, low, high, high_key) in flow_marks {
+            if high > 0 && low > high {
+                return Err((key, format!("{low} is more than {high_key} ({high})")));
+            }
         }
         self.check_meta()?;
         if kafka.group_min_session_timeout > kafka.group_max_session_timeout {

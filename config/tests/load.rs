@@ -556,3 +556,31 @@ fn every_key_in_the_default_file_is_explained_by_a_comment() {
         }
     }
 }
+
+#[test]
+fn amqp_flow_control_defaults_and_marks() {
+    let amqp = defaults().amqp;
+    assert_eq!(amqp.flow_high_messages, 400);
+    assert_eq!(amqp.flow_low_messages, 200);
+    assert_eq!(amqp.flow_high_bytes, Size(16 * 1024 * 1024));
+    assert_eq!(amqp.flow_low_bytes, Size(8 * 1024 * 1024));
+    assert_eq!(amqp.flow_max_pause, HumanDuration::from_secs(1));
+
+    let err = load_err(None, &[], &["amqp.flow_low_messages=401"]);
+    assert!(
+        err.to_string().contains("`amqp.flow_low_messages`"),
+        "{err}"
+    );
+    let err = load_err(None, &[], &["amqp.flow_low_bytes=17 MiB"]);
+    assert!(err.to_string().contains("`amqp.flow_low_bytes`"), "{err}");
+
+    // A high mark of 0 is off, so its low mark does not matter; 0s turns flow control off.
+    let config = load(
+        None,
+        [],
+        &sets(&["amqp.flow_high_messages=0", "amqp.flow_max_pause=0s"]),
+    )
+    .unwrap();
+    assert_eq!(config.amqp.flow_high_messages, 0);
+    assert!(config.amqp.flow_max_pause.get().is_zero());
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
-use switchboard_amqp::{AmqpBroker, AmqpMetrics, AmqpSettings};
+use switchboard_amqp::{AmqpBroker, AmqpMetrics, AmqpSettings, FlowSettings};
 use switchboard_config::{Config, LogFormat};
 use switchboard_kafka::{
     ConnLimits, Coordinator, GroupSettings, KafkaContext, KafkaMetrics, KafkaSettings,
@@ -369,6 +369,13 @@ fn amqp_settings(config: &Config) -> AmqpSettings {
         max_message_size: a.max_message_size.as_usize(),
         connect_timeout: a.connect_timeout.0,
         loopback_only_users: a.loopback_only_users.clone(),
+        flow: FlowSettings {
+            high_messages: a.flow_high_messages,
+            low_messages: a.flow_low_messages,
+            high_bytes: a.flow_high_bytes.bytes(),
+            low_bytes: a.flow_low_bytes.bytes(),
+            max_pause: a.flow_max_pause.0,
+        },
     }
 }
 

@@ -5,6 +5,11 @@
 //!
 //! An idle connection holds no read buffer: it waits for readability and only then reserves
 //! one, and gives it back once every byte is consumed, so idle clients stay cheap.
+//!
+//! Flow control (`broker::flow`): after a read whose publishes filled a queue, the loop stops
+//! reading for a while, until the queue drains or the pause reaches its bound. It goes on
+//! writing meanwhile, and does not count the pause as the client's silence: the client's
+//! heartbeats are among the bytes it does not read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +32,8 @@ use crate::wire::{self, AMQPFrame, HeaderCheck, PROTOCOL_HEADER};
 
 /// Bytes reserved for a read when the buffer has no room.
 const READ_CHUNK: usize = 16 * 1024;
-/// Frames decoded before the session handles them as one group (and confirms them).
+/// Frames handled as one round: their publishes are confirmed, and the queues their acks
+/// settled dispatched, together.
 const MAX_FRAMES_PER_ROUND: usize = 1024;
 /// A buffer that grew past this is dropped once empty rather than kept.
 const KEEP_BUFFER: usize = 256 * 1024;
@@ -141,6 +147,8 @@ async fn run(
     let mut last_sent = Instant::now();
     let mut closing_deadline: Option<Instant> = None;
     let mut shutting_down = false;
+    // Flow control: while set, the socket is not read, until this instant at the latest.
+    let mut paused_until: Option<Instant> = None;
     loop {
         if !session.out.is_empty() {
             if let Err(e) = stream.write_all(&session.out).await {
@@ -160,6 +168,10 @@ async fn run(
         if phase == Phase::Closing && closing_deadline.is_none() {
             closing_deadline = Some(Instant::now() + CLOSE_OK_WAIT);
         }
+        if phase != Phase::Open && paused_until.take().is_some() {
+            // A closing connection reads its close-ok, whatever the queues hold.
+            last_heard = Instant::now();
+        }
         let heartbeat = session.heartbeat();
         // §4.2.7: a peer that hears nothing for two heartbeat intervals closes the
         // connection; the server sends one when it has been silent for half an interval.
@@ -171,9 +183,14 @@ async fn run(
             (None, _, Some(h)) => last_heard + 2 * h,
             (None, _, None) => far,
         };
+        let silent_until = if paused_until.is_some() {
+            far
+        } else {
+            silent_until
+        };
         let beat_at = heartbeat.map_or(far, |h| last_sent + h / 2);
         tokio::select! {
-            r = read(stream, &mut buf) => {
+            r = read(stream, &mut buf), if paused_until.is_none() => {
                 match r {
                     Ok(0) => return,
                     Ok(_) => {}
@@ -187,6 +204,22 @@ async fn run(
                 if buf.is_empty() {
                     buf = BytesMut::new();
                 }
+                if session.held_back() {
+                    session.metrics().flow_pauses.inc();
+                    paused_until = Some(Instant::now() + session.max_pause());
+                }
+            }
+            _ = conn.flow.notified(), if paused_until.is_some() => {
+                if !session.held_back() {
+                    paused_until = None;
+                    last_heard = Instant::now();
+                }
+            }
+            _ = tokio::time::sleep_until(paused_until.unwrap_or(far)), if paused_until.is_some() => {
+                session.metrics().flow_pauses_timed_out.inc();
+                session.pause_over();
+                paused_until = None;
+                last_heard = Instant::now();
             }
             _ = conn.notify.notified() => session.pump(),
             _ = tokio::time::sleep_until(beat_at) => {
@@ -208,20 +241,20 @@ async fn run(
     }
 }
 
-/// Decodes and handles every complete frame in `buf`, in groups. During the handshake the
-/// frame limit changes with `tune-ok`, so frames are then handled one at a time.
+/// Decodes and handles every complete frame in `buf`, in rounds of at most
+/// [`MAX_FRAMES_PER_ROUND`]; each round ends with the session's confirms and dispatch. Frames
+/// are handled as they are decoded, so the limit for the next one is always current (it
+/// changes with `tune-ok`), and no frame is moved through a list.
 async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) {
     loop {
-        let per_round = if session.phase() == Phase::Open {
-            MAX_FRAMES_PER_ROUND
-        } else {
-            1
-        };
-        let mut frames = Vec::new();
+        let mut handled = 0;
         let mut failed = None;
-        while frames.len() < per_round {
+        while handled < MAX_FRAMES_PER_ROUND && session.phase() != Phase::Closed {
             match wire::decode_frame(buf, session.frame_max()) {
-                Ok(Some(f)) => frames.push(f),
+                Ok(Some(f)) => {
+                    session.handle_frame(f).await;
+                    handled += 1;
+                }
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(e);
@@ -229,16 +262,15 @@ async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) {
                 }
             }
         }
-        let full = frames.len() == per_round;
         // Frames before a bad one were valid and are handled (and confirmed).
-        session.handle(frames).await;
+        session.end_round().await;
         if let Some(e) = failed {
             session.decode_error(e);
             // What follows a bad frame cannot be trusted.
             buf.clear();
             return;
         }
-        if !full || matches!(session.phase(), Phase::Closed) {
+        if handled < MAX_FRAMES_PER_ROUND || session.phase() == Phase::Closed {
             return;
         }
     }

@@ -30,4 +30,4 @@ pub use amq_protocol::{protocol::BasicProperties, types as amqp_types};
 pub use broker::{AmqpBroker, BRIDGED_EXCHANGE, BRIDGED_VHOST, Published, TopicBridge};
 pub use metrics::AmqpMetrics;
 pub use reply::{ErrorScope, ReplyCode};
-pub use settings::AmqpSettings;
+pub use settings::{AmqpSettings, FlowSettings};

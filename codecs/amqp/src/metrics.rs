@@ -13,6 +13,8 @@ pub struct AmqpMetrics {
     pub connections_refused: IntCounter,
     pub closed_by_server: IntCounter,
     pub channel_errors: IntCounter,
+    pub flow_pauses: IntCounter,
+    pub flow_pauses_timed_out: IntCounter,
 }
 
 impl AmqpMetrics {
@@ -26,6 +28,8 @@ impl AmqpMetrics {
         registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.closed_by_server.clone()))?;
         registry.register(Box::new(m.channel_errors.clone()))?;
+        registry.register(Box::new(m.flow_pauses.clone()))?;
+        registry.register(Box::new(m.flow_pauses_timed_out.clone()))?;
         Ok(m)
     }
 
@@ -57,6 +61,16 @@ impl AmqpMetrics {
             channel_errors: IntCounter::new(
                 "switchboard_amqp_channel_errors_total",
                 "Channels closed by the server with a channel exception",
+            )?,
+            flow_pauses: IntCounter::new(
+                "switchboard_amqp_flow_pauses_total",
+                "Times a publishing connection stopped being read because a queue it published \
+                 into was above its flow-control high-water mark",
+            )?,
+            flow_pauses_timed_out: IntCounter::new(
+                "switchboard_amqp_flow_pauses_timed_out_total",
+                "Flow-control pauses that reached amqp.flow_max_pause before the queue drained \
+                 (consumers stalled, or connections waiting on each other's acks)",
             )?,
         })
     }

@@ -381,6 +381,7 @@ impl AmqpBroker {
         let mut inner = q.lock();
         let n = inner.queue.purge();
         inner.dirty = true;
+        inner.wake_publishers();
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 

@@ -7,6 +7,7 @@
 //! pushed when a message arrives or credit frees up, and TTLs arm one timer per queue.
 
 mod declare;
+pub(crate) mod flow;
 pub mod outbox;
 mod persist;
 pub mod queues;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use declare::{DeclaredQueue, QueueDeclare};
+pub(crate) use flow::Backlogged;
 pub use queues::{Backing, QueueHandle, QueueSpec};
 
 use crate::error::AmqpError;
@@ -250,7 +252,7 @@ impl AmqpBroker {
             AmqpError::connection(ReplyCode::NotAllowed, format!("vhost '{vhost}' not found"))
         })?;
         let message = Message::new(exchange, routing_key, properties, body);
-        let mut published = self.route_and_store(vhost, message).await?;
+        let mut published = self.route_and_store(vhost, message, None).await?;
         self.sync(&mut published).await;
         Ok(published)
     }
@@ -298,11 +300,13 @@ impl AmqpBroker {
 
     /// A publish from an AMQP client: routed and stored like [`AmqpBroker::publish`], and for
     /// `amq.topic` in the default vhost also forwarded to the MQTT topic space, where it
-    /// counts as routed.
+    /// counts as routed. Queues it leaves above their high-water mark go to `backlogged`
+    /// (flow control).
     pub(crate) async fn publish_message(
         self: &Arc<Self>,
         vhost: &Arc<VHost>,
         message: Message,
+        backlogged: &mut Backlogged,
     ) -> Result<Published, AmqpError> {
         let bridge = self
             .topic_bridge
@@ -310,12 +314,14 @@ impl AmqpBroker {
             .filter(|_| message.exchange == BRIDGED_EXCHANGE && vhost.name == BRIDGED_VHOST)
             .cloned();
         let Some(bridge) = bridge else {
-            return self.route_and_store(vhost, message).await;
+            return self.route_and_store(vhost, message, Some(backlogged)).await;
         };
         let forwarded = bridge
             .forward(&message.routing_key, &message.properties, &message.body)
             .await;
-        let mut published = self.route_and_store(vhost, message).await?;
+        let mut published = self
+            .route_and_store(vhost, message, Some(backlogged))
+            .await?;
         if forwarded {
             published.stored += 1;
         }
@@ -326,6 +332,7 @@ impl AmqpBroker {
         self: &Arc<Self>,
         vhost: &Arc<VHost>,
         message: Message,
+        backlogged: Option<&mut Backlogged>,
     ) -> Result<Published, AmqpError> {
         // An invalid expiration is refused before the message reaches any queue, so it is
         // never half-published.
@@ -339,7 +346,14 @@ impl AmqpBroker {
             return Ok(Published::default());
         }
         let published = self.store(&targets, message).await;
-        self.settle(vhost, targets).await;
+        self.settle(vhost, targets.iter().cloned()).await;
+        if let Some(backlogged) = backlogged {
+            // After dispatch: what a waiting consumer took at once is no backlog.
+            let flow = &self.settings.flow;
+            for q in targets.into_iter().filter(|q| q.above_high_water(flow)) {
+                backlogged.add(q);
+            }
+        }
         Ok(published)
     }
 
@@ -434,7 +448,7 @@ impl AmqpBroker {
         loop {
             while let Some(q) = pending.pop_front() {
                 let now = now_ms().max(0) as u64;
-                let done = q.dispatch(now);
+                let done = q.dispatch(now, &self.settings.flow);
                 if let Some(at) = done.next_expiry {
                     self.arm_expiry(vhost, &q, at);
                 }

@@ -23,6 +23,8 @@ pub struct ConnShared {
     outbox: Mutex<VecDeque<Outgoing>>,
     /// Woken when something is pushed.
     pub notify: Notify,
+    /// Woken when a queue whose backlog paused this connection drained (flow control).
+    pub flow: Notify,
 }
 
 impl ConnShared {
@@ -31,6 +33,7 @@ impl ConnShared {
             id,
             outbox: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
+            flow: Notify::new(),
         })
     }
 

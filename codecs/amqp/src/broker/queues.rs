@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use amq_protocol::types::FieldTable;
 use switchboard_model::{Offset, TopicPartition};
 
+use super::flow::FlowWaiter;
 use super::lock;
 use super::outbox::{AckTarget, ChannelShared, OutgoingKind};
 use crate::ReplyCode;
 use crate::error::AmqpError;
 use crate::queue::{ConsumerId, DeadLetter, Queue};
+use crate::settings::FlowSettings;
 
 /// What kind of queue, and where its messages are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub(crate) struct QueueInner {
     /// Highest offset ever delivered: after a restart, held messages at or below it are
     /// marked redelivered.
     pub delivered_upto: Option<Offset>,
+    /// Connections paused by this queue's backlog (flow control), to wake when it drains.
+    pub flow_waiters: Vec<FlowWaiter>,
 }
 
 pub struct QueueHandle {
@@ -96,6 +100,7 @@ impl QueueHandle {
                 expiry_armed: None,
                 dirty: false,
                 delivered_upto: None,
+                flow_waiters: Vec::new(),
             }),
             append_lock: tokio::sync::Mutex::new(()),
             deleted: AtomicBool::new(false),
@@ -205,11 +210,16 @@ impl QueueHandle {
         }
         inner.queue.cancel_consumer(id, on_cancel, now);
         inner.last_used = now;
+        if inner.consumers.is_empty() {
+            // Nothing drains the queue now: its paused publishers go on.
+            inner.wake_publishers();
+        }
         self.spec.auto_delete && inner.had_consumer && inner.consumers.is_empty()
     }
 
-    /// Delivers what the consumers and their channels can take now.
-    pub(crate) fn dispatch(self: &Arc<Self>, now: u64) -> Dispatched {
+    /// Delivers what the consumers and their channels can take now, and wakes the publishers
+    /// paused by the backlog once it is small enough (`flow`).
+    pub(crate) fn dispatch(self: &Arc<Self>, now: u64, flow: &FlowSettings) -> Dispatched {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if self.is_deleted() || self.is_stream_queue() {
@@ -239,6 +249,7 @@ impl QueueHandle {
                 stream_offset: None,
             });
         }
+        inner.wake_publishers_if_drained(flow);
         let dead_letters = inner.queue.take_dead_letters();
         // Expired (with or without a dead-letter exchange) or no-ack delivered: settled.
         if inner.queue.message_count() + inner.queue.unacked_count() < held_before {
@@ -262,7 +273,11 @@ impl QueueHandle {
     /// Server-side cancel of every consumer (the queue is being deleted): their channels get
     /// `basic.cancel` if the client understands it.
     pub(crate) fn cancel_all_consumers(&self) {
-        let links: Vec<ConsumerLink> = self.lock().consumers.drain().map(|(_, l)| l).collect();
+        let links: Vec<ConsumerLink> = {
+            let mut inner = self.lock();
+            inner.wake_publishers();
+            inner.consumers.drain().map(|(_, l)| l).collect()
+        };
         for link in links {
             link.channel.push(OutgoingKind::Cancel {
                 consumer_tag: link.tag,

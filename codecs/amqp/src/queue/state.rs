@@ -542,6 +542,15 @@ impl Queue {
         tag: u64,
         multiple: bool,
     ) -> Result<usize, QueueError> {
+        if !multiple {
+            // The common case, without the list of targets.
+            let offset = self
+                .unacked
+                .remove(&(channel, tag))
+                .ok_or(QueueError::UnknownDeliveryTag { tag })?;
+            self.settle(offset);
+            return Ok(1);
+        }
         let keys = self.targets(channel, tag, multiple)?;
         for key in &keys {
             if let Some(offset) = self.unacked.remove(key) {

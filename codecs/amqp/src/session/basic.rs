@@ -9,7 +9,6 @@ use super::Session;
 use super::channel::{ConsumerEntry, TxOp, Unacked, add_unique};
 use super::declare::unexpected;
 use crate::ReplyCode;
-use crate::broker::QueueHandle;
 use crate::broker::outbox::AckTarget;
 use crate::broker::queues::ConsumerLink;
 use crate::error::AmqpError;
@@ -268,8 +267,10 @@ impl Session {
         Ok(())
     }
 
-    /// Acks, nacks or rejects deliveries of the channel, then lets the queues deliver into
-    /// the credit that freed up.
+    /// Acks, nacks or rejects deliveries of the channel. The queues they came from, and those
+    /// the channel's consumers read (its global prefetch may have room now), deliver into the
+    /// freed credit at the end of the round ([`Session::end_round`]): a read of a hundred acks
+    /// dispatches once, not a hundred times.
     async fn settle(
         &mut self,
         ch: u16,
@@ -277,44 +278,66 @@ impl Session {
         multiple: bool,
         how: Settle,
     ) -> Result<(), AmqpError> {
-        let vhost = self.vhost()?;
-        let channel = self.channel(ch)?;
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return Err(AmqpError::connection(
+                ReplyCode::ChannelError,
+                format!("channel {ch} is not open"),
+            ));
+        };
         let key = channel.shared.key;
-        let taken = channel.take_unacked(tag, multiple)?;
-        let mut queues = channel.consumed_queues();
+        let mut taken = std::mem::take(&mut self.taken);
+        channel.take_unacked(tag, multiple, &mut taken)?;
+        for c in channel.consumers.values() {
+            add_unique(&mut self.settled, &c.queue);
+        }
+        let now = now();
         let mut counted = 0u32;
-        let mut by_queue: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
-        for (tag, u) in taken {
-            counted += u32::from(u.counted);
-            match u.target {
-                AckTarget::Queue(q) => {
-                    match by_queue.iter_mut().find(|(x, _)| Arc::ptr_eq(x, &q)) {
-                        Some((_, tags)) => tags.push(tag),
-                        None => by_queue.push((q, vec![tag])),
-                    }
+        // Deliveries of one queue come in runs: each run settles under one lock.
+        let mut at = 0;
+        while at < taken.len() {
+            let q = match &taken[at].1.target {
+                AckTarget::Queue(q) => q.clone(),
+                AckTarget::Stream(credit) => {
+                    counted += u32::from(taken[at].1.counted);
+                    credit.release(1);
+                    at += 1;
+                    continue;
                 }
-                AckTarget::Stream(credit) => credit.release(1),
+            };
+            let mut inner = q.lock();
+            while let Some((tag, u)) = taken.get(at)
+                && matches!(&u.target, AckTarget::Queue(x) if Arc::ptr_eq(x, &q))
+            {
+                counted += u32::from(u.counted);
+                // A deleted queue forgot its messages: settling them is a no-op.
+                let _ = match how {
+                    Settle::Ack => inner.queue.ack(key, *tag, false),
+                    Settle::Requeue => inner.queue.nack(key, *tag, false, true, now),
+                    Settle::Discard => inner.queue.nack(key, *tag, false, false, now),
+                };
+                at += 1;
             }
+            inner.dirty = true;
+            drop(inner);
+            add_unique(&mut self.settled, &q);
         }
         channel.shared.release(counted);
-        let now = now();
-        for (q, tags) in by_queue {
-            {
-                let mut inner = q.lock();
-                for tag in tags {
-                    // A deleted queue forgot its messages: settling them is a no-op.
-                    let _ = match how {
-                        Settle::Ack => inner.queue.ack(key, tag, false),
-                        Settle::Requeue => inner.queue.nack(key, tag, false, true, now),
-                        Settle::Discard => inner.queue.nack(key, tag, false, false, now),
-                    };
-                }
-                inner.dirty = true;
-            }
-            add_unique(&mut queues, &q);
-        }
-        self.broker.settle(&vhost, queues).await;
+        taken.clear();
+        self.taken = taken;
         Ok(())
+    }
+
+    /// Runs dispatch on the queues that settles of this round touched.
+    pub(super) async fn dispatch_settled(&mut self) {
+        if self.settled.is_empty() {
+            return;
+        }
+        let mut queues = std::mem::take(&mut self.settled);
+        if let Ok(vhost) = self.vhost() {
+            self.broker.settle(&vhost, queues.drain(..)).await;
+        }
+        queues.clear();
+        self.settled = queues;
     }
 
     /// `basic.recover`: everything the channel holds goes back to its queues, redelivered.
@@ -382,7 +405,10 @@ impl Session {
         let routing_key = msg.publish.routing_key.as_str().to_owned();
         let message = Message::new(&exchange, &routing_key, msg.properties, msg.body);
         let mandatory_copy = msg.publish.mandatory.then(|| message.clone());
-        let mut published = self.broker.publish_message(&vhost, message).await?;
+        let mut published = self
+            .broker
+            .publish_message(&vhost, message, &mut self.backlogged)
+            .await?;
         self.unsynced.append(&mut published.unsynced);
         if published.unroutable()
             && let Some(m) = mandatory_copy

@@ -87,30 +87,32 @@ impl Channel {
             .ok_or_else(|| AmqpError::channel(ReplyCode::NotFound, "no previously declared queue"))
     }
 
-    /// Takes the deliveries an ack, nack or reject settles: `tag` alone (406 if the channel
-    /// does not hold it), or with `multiple` every held tag up to it (all for tag 0). Only
-    /// deliveries already written to the client can be held, so `multiple` never settles one
-    /// the client has not seen.
+    /// Takes the deliveries an ack, nack or reject settles into `taken`: `tag` alone (406 if
+    /// the channel does not hold it), or with `multiple` every held tag up to it (all for tag
+    /// 0). Only deliveries already written to the client can be held, so `multiple` never
+    /// settles one the client has not seen.
     pub fn take_unacked(
         &mut self,
         tag: u64,
         multiple: bool,
-    ) -> Result<Vec<(u64, Unacked)>, AmqpError> {
-        if multiple {
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let tags: Vec<u64> = self.unacked.range(..=upto).map(|(t, _)| *t).collect();
-            if tags.is_empty() && tag != 0 {
-                return Err(unknown_tag(tag));
-            }
-            return Ok(tags
-                .into_iter()
-                .filter_map(|t| self.unacked.remove(&t).map(|u| (t, u)))
-                .collect());
+        taken: &mut Vec<(u64, Unacked)>,
+    ) -> Result<(), AmqpError> {
+        if !multiple {
+            let u = self.unacked.remove(&tag).ok_or_else(|| unknown_tag(tag))?;
+            taken.push((tag, u));
+            return Ok(());
         }
-        match self.unacked.remove(&tag) {
-            Some(u) => Ok(vec![(tag, u)]),
-            None => Err(unknown_tag(tag)),
+        let upto = if tag == 0 { u64::MAX } else { tag };
+        let before = taken.len();
+        while let Some(held) = self.unacked.first_entry()
+            && *held.key() <= upto
+        {
+            taken.push(held.remove_entry());
         }
+        if taken.len() == before && tag != 0 {
+            return Err(unknown_tag(tag));
+        }
+        Ok(())
     }
 
     /// The queues this channel's consumers read: credit freed on the channel may let any of

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use switchboard_router::now_ms;
 
 use crate::broker::outbox::{AckTarget, ChannelShared, ConnShared, Outgoing, OutgoingKind};
-use crate::broker::{AmqpBroker, QueueHandle, VHost};
+use crate::broker::{AmqpBroker, Backlogged, QueueHandle, VHost};
 use crate::error::AmqpError;
 use crate::queue::{ChannelKey, OnCancel};
 use crate::wire::{
@@ -64,6 +64,14 @@ pub struct Session {
     channels: HashMap<u16, Channel>,
     /// Partitions that persistent messages of the current read were appended to, unsynced.
     unsynced: Vec<switchboard_model::TopicPartition>,
+    /// Queues that publishes of the current read left above their high-water mark.
+    backlogged: Backlogged,
+    /// Queues that acks and rejects of this round settled, to dispatch at its end.
+    settled: Vec<Arc<QueueHandle>>,
+    /// Deliveries an ack takes from its channel (kept to reuse the allocation).
+    taken: Vec<(u64, channel::Unacked)>,
+    /// Where deliveries' properties are encoded (kept to reuse the allocation).
+    scratch: Vec<u8>,
     opened: bool,
     /// Encoded frames to write to the client.
     pub out: BytesMut,
@@ -87,6 +95,10 @@ impl Session {
             cancel_notify: false,
             channels: HashMap::new(),
             unsynced: Vec::new(),
+            backlogged: Backlogged::default(),
+            settled: Vec::new(),
+            taken: Vec::new(),
+            scratch: Vec::new(),
             opened: false,
             out: BytesMut::new(),
         };
@@ -108,9 +120,36 @@ impl Session {
         (self.heartbeat > 0).then(|| Duration::from_secs(u64::from(self.heartbeat)))
     }
 
-    /// Woken when queues push deliveries for this connection.
+    /// Woken when queues push deliveries for this connection, and (`flow`) when queues that
+    /// paused it drained.
     pub fn conn(&self) -> &Arc<ConnShared> {
         &self.conn
+    }
+
+    /// Flow control (`broker::flow`): whether the connection should stop reading because
+    /// queues it published into hold too large a backlog. Asked after each read, and again
+    /// when `conn().flow` wakes the paused connection; each queue that holds it back wakes it.
+    pub fn held_back(&mut self) -> bool {
+        if self.phase != Phase::Open {
+            self.backlogged.clear();
+            return false;
+        }
+        let flow = self.broker.settings.flow;
+        self.backlogged.holds(&self.conn, &flow)
+    }
+
+    pub fn metrics(&self) -> &crate::AmqpMetrics {
+        &self.broker.metrics
+    }
+
+    /// The longest a flow-control pause lasts.
+    pub fn max_pause(&self) -> Duration {
+        self.broker.settings.flow.max_pause
+    }
+
+    /// A pause reached [`Session::max_pause`]: reading resumes whatever the queues hold.
+    pub fn pause_over(&mut self) {
+        self.backlogged.clear();
     }
 
     fn send(&mut self, channel: u16, method: AMQPClass) {
@@ -119,7 +158,7 @@ impl Session {
         }
     }
 
-    /// Handles the frames of one read, then confirms what they published.
+    /// Handles the frames of one read, then ends the round ([`Session::end_round`]).
     pub async fn handle(&mut self, frames: Vec<AMQPFrame>) {
         for frame in frames {
             if matches!(self.phase, Phase::Closed) {
@@ -127,10 +166,22 @@ impl Session {
             }
             self.handle_frame(frame).await;
         }
+        self.end_round().await;
+    }
+
+    /// After a group of frames: the queues that acks and rejects of the group settled deliver
+    /// into the credit that freed up, once for the group rather than once per ack, and the
+    /// publishes of the group are confirmed.
+    pub async fn end_round(&mut self) {
+        self.dispatch_settled().await;
         self.flush_confirms().await;
     }
 
-    async fn handle_frame(&mut self, frame: AMQPFrame) {
+    /// Handles one frame. Call [`Session::end_round`] after a group of them.
+    pub async fn handle_frame(&mut self, frame: AMQPFrame) {
+        if self.phase == Phase::Closed {
+            return;
+        }
         if self.phase == Phase::Closing {
             // §2.2.4: after sending close, only close and close-ok matter.
             if let AMQPFrame::Method(0, AMQPClass::Connection(m)) = frame {
@@ -612,25 +663,20 @@ impl Session {
                 counted,
                 stream_offset: _,
             } => {
-                let method = match out::basic_deliver(
-                    &consumer_tag,
+                let deliver = wire::Deliver {
+                    consumer_tag: &consumer_tag,
                     delivery_tag,
                     redelivered,
-                    &message.exchange,
-                    &message.routing_key,
-                ) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot encode a delivery");
-                        return;
-                    }
+                    exchange: &message.exchange,
+                    routing_key: &message.routing_key,
                 };
-                if let Err(e) = out::encode_message(
+                if let Err(e) = wire::encode_delivery(
                     ch,
-                    &method,
+                    &deliver,
                     &message.properties,
                     &message.body,
                     frame_max,
+                    &mut self.scratch,
                     &mut self.out,
                 ) {
                     tracing::warn!(error = %e, "cannot encode a delivery");

@@ -7,6 +7,7 @@
 //! Nothing here does I/O, and "need more bytes" is `Ok(None)`.
 
 mod content;
+mod deliver;
 mod error;
 mod frame;
 mod nesting;
@@ -17,6 +18,7 @@ pub use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};
 pub use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 pub use content::{Assembly, ContentAssembler, PublishedMessage};
+pub use deliver::{Deliver, encode_delivery};
 pub use error::WireError;
 pub use frame::{
     FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEADER_SIZE, FRAME_HEARTBEAT, FRAME_METHOD,

@@ -337,7 +337,7 @@ fn encode_message_inner(
 
 /// The largest body payload a frame can carry under `frame_max` (0 = no limit, bounded by the
 /// u32 size field).
-fn body_chunk(frame_max: u32) -> usize {
+pub(crate) fn body_chunk(frame_max: u32) -> usize {
     let limit = if frame_max == 0 { u32::MAX } else { frame_max };
     (limit as usize).saturating_sub(FRAME_OVERHEAD).max(1)
 }
