@@ -27,6 +27,7 @@ FILES = {
     "test_kcat.py": ("kafka", "Kafka", "kcat"),
     "test_bad_input.py": ("kafka", "Kafka", "raw socket"),
     "test_cli.py": ("kafka", "Switchboard itself", "switchboard CLI"),
+    "test_object_storage.py": ("kafka", "Switchboard itself", "clients over SeaweedFS (S3)"),
     "test_mqtt_paho.py": ("mqtt", "MQTT", "paho"),
     "test_mqtt_cli.py": ("mqtt", "MQTT", "mosquitto_pub/sub"),
     "test_mqtt_cross.py": ("mqtt", "Cross-protocol (Switchboard only)", "paho"),
@@ -63,7 +64,7 @@ def _case(protocol: str, pattern: str) -> str:
 CLIENTS = ["confluent-kafka", "kafka-python", "kcat", "kafkajs", "rust (rskafka)", "paho 3.1",
            "paho 3.1.1", "paho 5", "mosquitto_pub/sub", "mqtt.js 3.1.1", "mqtt.js 5",
            "rumqttc 3.1.1", "rumqttc 5", "pika", "amqp-tools", "amqplib", "lapin", "raw socket",
-           "switchboard CLI"]
+           "switchboard CLI", "clients over SeaweedFS (S3)"]
 
 # Rows, in display order: (section, behaviour).
 ROWS = [
@@ -134,6 +135,9 @@ ROWS = [
     ("Switchboard itself", "port conflict reporting"),
     ("Switchboard itself", "topic admin CLI"),
     ("Switchboard itself", "metrics endpoint"),
+    ("Switchboard itself", "S3 storage: Kafka, MQTT, AMQP in direct and tiered mode"),
+    ("Switchboard itself", "S3 storage: clean-disk restart keeps data, groups, configs"),
+    ("Switchboard itself", "S3 storage: store outage costs retries, not messages"),
 ]
 
 RAW = "raw socket"
@@ -161,6 +165,12 @@ RULES = [
     (r"test_cli\.py::test_taken_port", "port conflict reporting", None),
     (r"test_cli\.py::test_topic_cli", "topic admin CLI", None),
     (r"test_cli\.py::test_metrics", "metrics endpoint", None),
+    (r"test_object_storage\.py::test_(mqtt_and_amqp|tiered_mode)",
+     "S3 storage: Kafka, MQTT, AMQP in direct and tiered mode", None),
+    (r"test_object_storage\.py::test_(kafka_records_survive|a_clean_disk)",
+     "S3 storage: clean-disk restart keeps data, groups, configs", None),
+    (r"test_object_storage\.py::test_store_outage",
+     "S3 storage: store outage costs retries, not messages", None),
 
     # Kafka: the shared cases (kafkajs, rskafka) ----------------------------------------------
     (_case("kafka", "test_produce_and_consume"), "produce/consume", None),
