@@ -94,6 +94,12 @@ impl VHost {
         properties: &BasicProperties,
     ) -> Result<Vec<Arc<QueueHandle>>, AmqpError> {
         let state = self.lock();
+        if exchange.is_empty() {
+            // The default exchange routes to the queue named by the key and nowhere else
+            // (§3.1.3.1; it cannot be bound or given an alternate): one lookup, without the
+            // general walk over exchange-to-exchange bindings and its sets.
+            return Ok(state.queues.get(routing_key).cloned().into_iter().collect());
+        }
         let destinations =
             state
                 .topology

@@ -14,7 +14,7 @@ use amq_protocol::protocol::{AMQPClass, parse_class};
 use bytes::{BufMut, BytesMut};
 
 use super::error::WireError;
-use super::nesting;
+use super::{fast, nesting};
 
 /// Frame type octets (§4.2.3).
 pub const FRAME_METHOD: u8 = 1;
@@ -148,6 +148,9 @@ pub fn decode_method(payload: &[u8]) -> Result<AMQPClass, WireError> {
     }
     nesting::check_method(class_id, method_id, &payload[4..])
         .map_err(|limit| WireError::NestingTooDeep { limit })?;
+    if let Some(method) = fast::decode(class_id, method_id, &payload[4..]) {
+        return Ok(method);
+    }
     // Trailing bytes after the last argument are as malformed as missing ones.
     match parse_class(payload) {
         Ok(([], method)) => Ok(method),

@@ -9,6 +9,7 @@
 mod content;
 mod deliver;
 mod error;
+mod fast;
 mod frame;
 mod nesting;
 pub mod out;
