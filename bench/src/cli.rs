@@ -132,6 +132,10 @@ pub struct ConsumeArgs {
     /// Most bytes one fetch may return for a partition.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(i32).range(1024..))]
     pub fetch_max_bytes: i32,
+    /// Longest time the broker may hold a fetch before answering (min bytes is 1, so a broker
+    /// with data answers at once; one that waits anyway is held this long per fetch).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub fetch_max_wait: Duration,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]

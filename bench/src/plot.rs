@@ -22,6 +22,9 @@ const FONT: &str = "sans-serif";
 /// One result as the charts need it.
 struct Series {
     name: String,
+    /// Results with the same label (rounds of one broker) share a colour; later rounds are
+    /// drawn fainter.
+    colour: RGBAColor,
     /// `[percentile, µs]`.
     percentiles: Vec<[f64; 2]>,
     /// `[seconds, msg/s]`.
@@ -77,6 +80,7 @@ fn register_font() -> Result<()> {
 /// Names each result by its label; repeated labels (rounds of `compare`) get "#2", "#3"...
 fn named_series(results: &[Value]) -> Vec<Series> {
     let mut seen: Vec<String> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
     results
         .iter()
         .enumerate()
@@ -86,7 +90,13 @@ fn named_series(results: &[Value]) -> Vec<Series> {
                 .map_or_else(|| format!("result {}", i + 1), str::to_string);
             let n = seen.iter().filter(|s| **s == base).count();
             seen.push(base.clone());
+            let hue = labels.iter().position(|l| *l == base).unwrap_or_else(|| {
+                labels.push(base.clone());
+                labels.len() - 1
+            });
+            let colour = Palette99::pick(hue).mix(if n == 0 { 1.0 } else { 0.45 });
             Series {
+                colour,
                 name: if n == 0 {
                     base
                 } else {
@@ -183,7 +193,7 @@ where
         .map_err(plot_error)?;
     for (i, (name, points)) in curves.into_iter().enumerate() {
         let max = series[i].percentiles.last().map_or(0.0, |p| p[1] / 1000.0);
-        let color = Palette99::pick(i).to_rgba();
+        let color = series[i].colour;
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(plot_error)?
@@ -222,8 +232,8 @@ where
         .label_style((FONT, 13))
         .draw()
         .map_err(plot_error)?;
-    for (i, s) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for s in series {
+        let color = s.colour;
         chart
             .draw_series(LineSeries::new(
                 s.timeline.iter().map(|p| (p[0], p[1])),

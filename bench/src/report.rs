@@ -44,6 +44,10 @@ pub struct Report {
     pub connections: Option<Connections>,
     #[serde(flatten)]
     pub broker: Option<BrokerUsage>,
+    /// Kafka fetch responses that carried records (consume): msgs / fetches is how many records
+    /// the broker returns per fetch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetches: Option<u64>,
     /// CPU time (user + system) of this load generator during the load, seconds: when it is
     /// close to the wall-clock time times the cores, the bench, not the broker, is the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,6 +202,14 @@ impl Report {
                 s,
                 "; latency µs p50 {} p99 {} p99.9 {} max {}",
                 l.p50_us, l.p99_us, l.p999_us, l.max_us
+            );
+        }
+        if let (Some(f), Some(msgs)) = (self.fetches, self.msgs) {
+            let _ = write!(
+                s,
+                "; {} fetches ({:.0} records/fetch)",
+                thousands(f as f64),
+                msgs as f64 / f.max(1) as f64
             );
         }
         if let Some(c) = &self.connections {
@@ -355,6 +367,7 @@ mod tests {
             }),
             connections: None,
             broker: None,
+            fetches: None,
             bench_cpu_s: None,
             percentiles: Vec::new(),
             timeline: Vec::new(),

@@ -32,6 +32,9 @@ use crate::watch::Watch;
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// Fetch size per partition: latency runs are not about throughput.
 const FETCH_MAX_BYTES: i32 = 1 << 20;
+/// How long an idle partition's fetch is parked at the broker; records arriving end it at once
+/// on Switchboard, so this only bounds how long an idle reader takes to see the end of the run.
+const FETCH_MAX_WAIT_MS: i32 = 200;
 
 /// The running tasks.
 struct Fleet {
@@ -185,14 +188,24 @@ async fn start_readers(
     prefix: &str,
     fleet: &mut Fleet,
 ) -> Result<()> {
-    let partitions = super::partitions_of(client, &args.stream).await?;
-    if partitions.is_empty() {
-        bail!(
-            "the broker has no topic {:?}: MQTT publishes are read from the stream Switchboard \
-             stores them in (--stream, default \"mqtt\"); this scenario needs Switchboard",
-            args.stream
-        );
-    }
+    // A broker that has just started may serve Kafka before it has created its MQTT streams.
+    let deadline = Instant::now() + args.limits.connect_timeout;
+    let partitions = loop {
+        let partitions = super::partitions_of(client, &args.stream).await?;
+        if !partitions.is_empty() {
+            break partitions;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the broker has no topic {:?} after {:?}: MQTT publishes are read from the \
+                 stream Switchboard stores them in (--stream, default \"mqtt\"); this scenario \
+                 needs Switchboard",
+                args.stream,
+                args.limits.connect_timeout
+            );
+        }
+        tokio::time::sleep(TICK).await;
+    };
     for p in partitions {
         let pc = fetch::partition_client(client, &args.stream, p).await?;
         let from = fetch::end_offset(&pc).await?;
@@ -201,6 +214,7 @@ async fn start_readers(
             from,
             until: None,
             max_bytes: FETCH_MAX_BYTES,
+            max_wait_ms: FETCH_MAX_WAIT_MS,
             key_prefix: Some(format!("{prefix}/").into_bytes()),
             publishers: args.publishers,
         };

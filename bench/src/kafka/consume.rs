@@ -74,6 +74,7 @@ async fn fill_and_read(
             from: 0,
             until: Some(end),
             max_bytes: args.fetch_max_bytes,
+            max_wait_ms: i32::try_from(args.fetch_max_wait.as_millis()).unwrap_or(i32::MAX),
             key_prefix: None,
             publishers: args.produce.partitions,
         };
@@ -115,6 +116,10 @@ async fn fill_and_read(
     params.insert("size".into(), json!(args.size));
     params.insert("messages".into(), json!(args.messages));
     params.insert("fetch_max_bytes".into(), json!(args.fetch_max_bytes));
+    params.insert(
+        "fetch_max_wait_ms".into(),
+        json!(args.fetch_max_wait.as_millis()),
+    );
     Ok(Report {
         tool: "switchboard-bench",
         protocol: "kafka",
@@ -126,6 +131,7 @@ async fn fill_and_read(
         msg_per_s: Some(per_second(msgs, seconds)),
         mb_per_s: Some(per_second(msgs * u64::from(args.size), seconds) / 1e6),
         delivery: Some(delivery),
+        fetches: Some(counters.fetches.load(std::sync::atomic::Ordering::Relaxed)),
         timeline,
         broker: before.zip(after).map(|(b, a)| BrokerUsage::between(b, a)),
         bench_cpu_s: bench_before.zip(bench_after).map(|(b, a)| a - b),

@@ -1,6 +1,6 @@
 //! Reading one partition with fetch requests (rskafka's `PartitionClient`), as a consumer
-//! without a group does: from an offset, each fetch asking for at least one byte and waiting
-//! at most [`MAX_WAIT_MS`] for it.
+//! without a group does: from an offset, each fetch asking for at least one byte and letting
+//! the broker wait at most `max_wait_ms` for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,10 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::probe::{self, Receipts};
 
-/// Longest time the broker may hold a fetch without data. Records arriving meanwhile end the
-/// wait at once (min bytes 1), so this bounds only how long an idle reader takes to see `stop`.
-const MAX_WAIT_MS: i32 = 200;
-
 /// Totals over all readers, for the coordinator and the progress line.
 #[derive(Default)]
 pub struct ReadCounters {
@@ -24,6 +20,9 @@ pub struct ReadCounters {
     pub received: AtomicU64,
     /// [`probe::now_ns`] of the latest one.
     pub last_ns: AtomicU64,
+    /// Fetch responses that carried at least one record: records per fetch tell how much a
+    /// broker answers with at once.
+    pub fetches: AtomicU64,
 }
 
 impl ReadCounters {
@@ -40,6 +39,9 @@ pub struct Reader {
     /// Stop once this offset is reached (`None`: read until `stop`).
     pub until: Option<i64>,
     pub max_bytes: i32,
+    /// Longest time the broker may hold a fetch. With min bytes 1, a broker answers as soon as
+    /// it has a record; tansu 0.6 holds every fetch this long (bench/README.md).
+    pub max_wait_ms: i32,
     /// Only records whose key starts with this are counted (`None`: every record).
     pub key_prefix: Option<Vec<u8>>,
     /// Number of publishers the probe headers may name.
@@ -76,11 +78,14 @@ pub async fn read(
     while reader.until.is_none_or(|end| offset < end) {
         let fetched = tokio::select! {
             _ = stop.cancelled() => break,
-            fetched = pc.fetch_records(offset, 1..reader.max_bytes, MAX_WAIT_MS) => fetched,
+            fetched = pc.fetch_records(offset, 1..reader.max_bytes, reader.max_wait_ms) => fetched,
         };
         let (records, _high_watermark) = fetched
             .with_context(|| format!("fetching {}/{} at {offset}", pc.topic(), reader.partition))?;
         let now = probe::now_ns();
+        if !records.is_empty() {
+            counters.fetches.fetch_add(1, Ordering::Relaxed);
+        }
         let mut ours = 0;
         for r in &records {
             offset = offset.max(r.offset + 1);

@@ -410,6 +410,7 @@ fn report(
         percentiles: spectrum(&latency),
         connections: None,
         broker,
+        fetches: None,
         bench_cpu_s: None,
         timeline: Vec::new(),
     }
