@@ -6,10 +6,11 @@
 //! An idle connection holds no read buffer: it waits for readability and only then reserves
 //! one, and gives it back once every byte is consumed, so idle clients stay cheap.
 //!
-//! Flow control (`broker::flow`): after a read whose publishes filled a queue, the loop stops
-//! reading for a while, until the queue drains or the pause reaches its bound. It goes on
-//! writing meanwhile, and does not count the pause as the client's silence: the client's
-//! heartbeats are among the bytes it does not read.
+//! Flow control (`broker::flow`): after a round of frames whose publishes filled a queue, the
+//! loop stops handling frames and reading for a while, until the queue drains or the pause
+//! reaches its bound; frames already read wait in the buffer. It goes on writing meanwhile, and
+//! does not count the pause as the client's silence: the client's heartbeats are among the
+//! bytes it does not read.
 
 use std::io;
 use std::net::SocketAddr;
@@ -147,9 +148,13 @@ async fn run(
     let mut last_sent = Instant::now();
     let mut closing_deadline: Option<Instant> = None;
     let mut shutting_down = false;
-    // Flow control: while set, the socket is not read, until this instant at the latest.
-    let mut paused_until: Option<Instant> = None;
+    let mut pause = Pause::default();
     loop {
+        if pause.until.is_none() && pause.held_frames {
+            // The frames a pause interrupted come before anything read later.
+            pause.held_frames = false;
+            handle_read(session, &mut buf, &mut pause).await;
+        }
         if !session.out.is_empty() {
             if let Err(e) = stream.write_all(&session.out).await {
                 tracing::debug!(error = %e, "write failed");
@@ -168,9 +173,10 @@ async fn run(
         if phase == Phase::Closing && closing_deadline.is_none() {
             closing_deadline = Some(Instant::now() + CLOSE_OK_WAIT);
         }
-        if phase != Phase::Open && paused_until.take().is_some() {
+        if phase != Phase::Open && pause.until.take().is_some() {
             // A closing connection reads its close-ok, whatever the queues hold.
             last_heard = Instant::now();
+            continue;
         }
         let heartbeat = session.heartbeat();
         // §4.2.7: a peer that hears nothing for two heartbeat intervals closes the
@@ -183,14 +189,14 @@ async fn run(
             (None, _, Some(h)) => last_heard + 2 * h,
             (None, _, None) => far,
         };
-        let silent_until = if paused_until.is_some() {
+        let silent_until = if pause.until.is_some() {
             far
         } else {
             silent_until
         };
         let beat_at = heartbeat.map_or(far, |h| last_sent + h / 2);
         tokio::select! {
-            r = read(stream, &mut buf), if paused_until.is_none() => {
+            r = read(stream, &mut buf), if pause.until.is_none() => {
                 match r {
                     Ok(0) => return,
                     Ok(_) => {}
@@ -200,25 +206,18 @@ async fn run(
                     }
                 }
                 last_heard = Instant::now();
-                handle_buffered(session, &mut buf).await;
-                if buf.is_empty() {
-                    buf = BytesMut::new();
-                }
-                if session.held_back() {
-                    session.metrics().flow_pauses.inc();
-                    paused_until = Some(Instant::now() + session.max_pause());
-                }
+                handle_read(session, &mut buf, &mut pause).await;
             }
-            _ = conn.flow.notified(), if paused_until.is_some() => {
+            _ = conn.flow.notified(), if pause.until.is_some() => {
                 if !session.held_back() {
-                    paused_until = None;
+                    pause.until = None;
                     last_heard = Instant::now();
                 }
             }
-            _ = tokio::time::sleep_until(paused_until.unwrap_or(far)), if paused_until.is_some() => {
+            _ = tokio::time::sleep_until(pause.until.unwrap_or(far)), if pause.until.is_some() => {
                 session.metrics().flow_pauses_timed_out.inc();
                 session.pause_over();
-                paused_until = None;
+                pause.until = None;
                 last_heard = Instant::now();
             }
             _ = conn.notify.notified() => session.pump(),
@@ -241,11 +240,34 @@ async fn run(
     }
 }
 
+/// Flow control as the socket loop sees it (`broker::flow`).
+#[derive(Default)]
+struct Pause {
+    /// While set, the socket is not read, until this instant at the latest.
+    until: Option<Instant>,
+    /// The pause began with frames of the last read not handled yet: they go first after it.
+    held_frames: bool,
+}
+
+/// Handles the frames in `buf`, and pauses if the session is held back by flow control.
+async fn handle_read(session: &mut Session, buf: &mut BytesMut, pause: &mut Pause) {
+    if handle_buffered(session, buf).await {
+        session.metrics().flow_pauses.inc();
+        pause.until = Some(Instant::now() + session.max_pause());
+        pause.held_frames = !buf.is_empty();
+    }
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Decodes and handles every complete frame in `buf`, in rounds of at most
 /// [`MAX_FRAMES_PER_ROUND`]; each round ends with the session's confirms and dispatch. Frames
 /// are handled as they are decoded, so the limit for the next one is always current (it
-/// changes with `tune-ok`), and no frame is moved through a list.
-async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) {
+/// changes with `tune-ok`), and no frame is moved through a list. Stops early, and returns
+/// true, when a round leaves the session held back by flow control: a publisher goes at most
+/// one round past a queue's high-water mark, however much one read brought.
+async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) -> bool {
     loop {
         let mut handled = 0;
         let mut failed = None;
@@ -268,10 +290,13 @@ async fn handle_buffered(session: &mut Session, buf: &mut BytesMut) {
             session.decode_error(e);
             // What follows a bad frame cannot be trusted.
             buf.clear();
-            return;
+            return false;
+        }
+        if session.held_back() {
+            return true;
         }
         if handled < MAX_FRAMES_PER_ROUND || session.phase() == Phase::Closed {
-            return;
+            return false;
         }
     }
 }

@@ -6,10 +6,11 @@
 //! reading publishing connections whose queues fall behind; so does this.
 //!
 //! When a publish leaves a queue at or above the high-water mark ([`FlowSettings`]: ready
-//! messages or ready body bytes), the publishing session remembers the queue, and after the
-//! frames of that read the connection loop asks [`QueueHandle::hold_publisher`] whether to
-//! pause. While paused it does not read its socket — TCP pushes back, and the client's own
-//! confirm window stops it — but it still writes deliveries and heartbeats. The queue wakes
+//! messages or ready body bytes), the publishing session remembers the queue, and at the end
+//! of that round of frames (at most 1024) the connection loop asks
+//! [`QueueHandle::hold_publisher`] whether to pause. While paused it handles no more frames
+//! and does not read its socket — TCP pushes back, and the client's own confirm window stops
+//! it — but it still writes deliveries and heartbeats. The queue wakes
 //! the connection (`ConnShared::flow`) once dispatch has taken it to the low-water mark,
 //! or when it loses its consumers or is deleted.
 //!
