@@ -33,6 +33,7 @@ FILES = {
     "test_mqtt_cross.py": ("mqtt", "Cross-protocol (Switchboard only)", "paho"),
     "test_amqp_pika.py": ("amqp", "AMQP 0-9-1", "pika"),
     "test_amqp_cli.py": ("amqp", "AMQP 0-9-1", "amqp-tools"),
+    "test_amqp_bad_input.py": ("amqp", "AMQP 0-9-1", "raw socket"),
     "test_amqp_cross.py": ("amqp", "Cross-protocol (Switchboard only)", "pika"),
     # Client libraries behind an adapter (adapterkit.py), running the cases of
     # cases_<protocol>.py: Node.js scripts in compat-tests/node, the Rust binary of
@@ -123,6 +124,7 @@ ROWS = [
     ("AMQP 0-9-1", "transactions"),
     ("AMQP 0-9-1", "stream queues"),
     ("AMQP 0-9-1", "durability across restart"),
+    ("AMQP 0-9-1", "bad input"),
 
     ("Cross-protocol (Switchboard only)", "MQTT → Kafka"),
     ("Cross-protocol (Switchboard only)", "Kafka → MQTT"),
@@ -161,6 +163,7 @@ RULES = [
      ("produce/consume", "topic admin & metadata"), None),
     (r"test_kcat\.py::test_kcat_consumer_group_mode", "consumer groups & committed offsets", None),
     (r"test_bad_input\.py::", "bad input", None),
+    (r"test_amqp_bad_input\.py::", "bad input", None),
     (r"test_cli\.py::test_config_prints", "config printing", None),
     (r"test_cli\.py::test_taken_port", "port conflict reporting", None),
     (r"test_cli\.py::test_topic_cli", "topic admin CLI", None),
@@ -323,7 +326,8 @@ NA = {
     **{("bad input", client): "a well-behaved client library only sends valid packets"
        for client in ("paho 3.1", "paho 3.1.1", "paho 5", "mosquitto_pub/sub",
                       "mqtt.js 3.1.1", "mqtt.js 5", "rumqttc 3.1.1", "rumqttc 5",
-                      "confluent-kafka", "kafka-python", "kcat", "kafkajs", _RSKAFKA)},
+                      "confluent-kafka", "kafka-python", "kcat", "kafkajs", _RSKAFKA,
+                      "pika", "amqp-tools", "amqplib", "lapin")},
     **{("WebSocket transport", client): _NO_RUMQTTC_WS
        for client in ("rumqttc 3.1.1", "rumqttc 5")},
     ("consumer groups & committed offsets", _RSKAFKA): _NO_GROUPS,
