@@ -4,6 +4,7 @@
 //! a storage backend. Front ends call [`Router::append`] and [`Router::read`]; fetches that find
 //! nothing new park on a [`Waiter`] and are woken by the next append, never by polling.
 
+pub mod accept;
 pub mod meta;
 mod partition;
 pub mod producers;

@@ -16,11 +16,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_router::accept::accept_loop;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,35 +49,19 @@ pub async fn serve_listener(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "amqp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = max_connections, "amqp connection limit reached; closing");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let broker = broker.clone();
-        let span = tracing::info_span!("amqp_conn", %peer);
-        tracker.spawn(
-            async move {
-                serve_connection(&broker, stream, peer).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
+    accept_loop(
+        "amqp",
+        listener,
+        max_connections,
+        cancel,
+        tracker,
+        |stream, peer| {
+            let broker = broker.clone();
+            let span = tracing::info_span!("amqp_conn", %peer);
+            async move { serve_connection(&broker, stream, peer).await }.instrument(span)
+        },
+    )
+    .await;
 }
 
 /// Reads what is available into `buf`; `Ok(0)` at end of stream.

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_router::accept::accept_loop;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -31,41 +31,22 @@ pub async fn serve_listener(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "kafka accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "kafka connection limit reached; closing");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+    let max = limits.max_connections;
+    let conns_cancel = cancel.clone();
+    accept_loop("kafka", listener, max, cancel, tracker, |stream, peer| {
+        let (ctx, cancel) = (ctx.clone(), conns_cancel.clone());
         let span = tracing::info_span!("kafka_conn", %peer);
-        tracker.spawn(
-            async move {
-                ctx.metrics.connections.inc();
-                if let Err(reason) = serve_connection(&ctx, stream, cancel).await {
-                    ctx.metrics.closed_bad_input.inc();
-                    tracing::warn!(%reason, "closing kafka connection");
-                }
-                ctx.metrics.connections.dec();
-                drop(permit);
+        async move {
+            ctx.metrics.connections.inc();
+            if let Err(reason) = serve_connection(&ctx, stream, cancel).await {
+                ctx.metrics.closed_bad_input.inc();
+                tracing::warn!(%reason, "closing kafka connection");
             }
-            .instrument(span),
-        );
-    }
+            ctx.metrics.connections.dec();
+        }
+        .instrument(span)
+    })
+    .await;
 }
 
 /// Why a connection was closed by us.

@@ -9,12 +9,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_router::accept::accept_loop;
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -57,31 +57,18 @@ pub async fn serve_listener(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "mqtt accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = max_connections, "mqtt connection limit reached; closing");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let broker = broker.clone();
-        let transport = transport.clone();
-        // A debug span: at the default level it costs nothing, which matters with many idle
-        // clients; the info-level logs below name the peer themselves.
-        let span = tracing::debug_span!("mqtt_conn", %peer);
-        tracker.spawn(
+    accept_loop(
+        "mqtt",
+        listener,
+        max_connections,
+        cancel,
+        tracker,
+        |stream, peer| {
+            let broker = broker.clone();
+            let transport = transport.clone();
+            // A debug span: at the default level it costs nothing, which matters with many idle
+            // clients; the info-level logs below name the peer themselves.
+            let span = tracing::debug_span!("mqtt_conn", %peer);
             async move {
                 let io = match transport {
                     Transport::Tcp => Io::Tcp(stream),
@@ -96,11 +83,11 @@ pub async fn serve_listener(
                     }
                 };
                 serve_connection(&broker, io, peer).await;
-                drop(permit);
             }
-            .instrument(span),
-        );
-    }
+            .instrument(span)
+        },
+    )
+    .await;
 }
 
 async fn accept_websocket(
