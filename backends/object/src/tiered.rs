@@ -142,17 +142,21 @@ impl Inner {
     /// start, when nothing older is in the store) to the local end.
     async fn bounds(&self, tp: &TopicPartition) -> StorageResult<Bounds> {
         let local = self.local.bounds(tp).await?;
-        let remote = self.remote.bounds(tp).await.ok();
-        let log_start = match remote {
+        Ok(self.with_store(tp, local).await)
+    }
+
+    /// `local` (the local log's bounds) widened by what the store holds below them.
+    async fn with_store(&self, tp: &TopicPartition, local: Bounds) -> Bounds {
+        let log_start = match self.remote.bounds(tp).await.ok() {
             Some(r) if r.high_watermark > r.log_start && r.log_start < local.log_start => {
                 r.log_start
             }
             _ => local.log_start,
         };
-        Ok(Bounds {
+        Bounds {
             log_start,
             high_watermark: local.high_watermark,
-        })
+        }
     }
 }
 
@@ -184,12 +188,11 @@ impl Storage for TieredStorage {
         from: Offset,
         max_bytes: usize,
     ) -> StorageResult<ReadChunk> {
-        let bounds = self.inner.bounds(tp).await?;
         let local_start = self.inner.local.bounds(tp).await?.log_start;
         if from >= local_start {
             match self.inner.local.read(tp, from, max_bytes).await {
                 Ok(mut chunk) => {
-                    chunk.bounds.log_start = bounds.log_start;
+                    chunk.bounds = self.inner.with_store(tp, chunk.bounds).await;
                     return Ok(chunk);
                 }
                 // Trimmed after the check: by then the offsets are in the store.
