@@ -635,15 +635,18 @@ async fn conformance_on_a_real_s3_server() {
         endpoint: weed.endpoint.clone(),
         region: "us-east-1".into(),
         allow_http: true,
+        retry_timeout: Duration::from_secs(2),
         ..StoreOptions::default()
     };
     let (store, root, kind) = open_store("s3://switchboard/conformance", &opts).unwrap();
     assert_eq!(kind, "s3");
-    // The server takes a few seconds to come up; wait until a write goes through.
+    // The server takes a few seconds to come up; wait until a write goes through. Each try is
+    // bounded, so a server that accepts connections but never answers fails the test.
     let probe = Path::from("probe");
     let mut up = false;
-    for _ in 0..150 {
-        if store.put(&probe, "x".into()).await.is_ok() {
+    for _ in 0..30 {
+        let tried = tokio::time::timeout(Duration::from_secs(5), store.put(&probe, "x".into()));
+        if matches!(tried.await, Ok(Ok(_))) {
             up = true;
             break;
         }
