@@ -96,6 +96,8 @@ pub struct MqttConfig {
     pub connect_timeout: HumanDuration,
     /// Not zero.
     pub checkpoint_interval: HumanDuration,
+    /// Quiet time after which a connection goes dormant; zero keeps connections awake.
+    pub dormant_after: HumanDuration,
     /// A valid stream name.
     pub default_stream: String,
     /// At least 1.

@@ -8,11 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Accepts connections until `cancel` fires and runs `serve(stream, peer)` for each in
+/// A connection's place under the listener's `max_connections`: the connection holds it until
+/// it closes, even where it outlives the task that serves it (a dormant MQTT connection).
+pub type ConnectionSlot = OwnedSemaphorePermit;
+
+/// Accepts connections until `cancel` fires and runs `serve(stream, peer, slot)` for each in
 /// `tracker`. Past `max_connections` open at once, a new connection is closed at once, with a
 /// logged reason. `protocol` names the listener in logs.
 pub async fn accept_loop<F, Fut>(
@@ -23,7 +27,7 @@ pub async fn accept_loop<F, Fut>(
     tracker: TaskTracker,
     mut serve: F,
 ) where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, ConnectionSlot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -45,10 +49,6 @@ pub async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve(stream, peer);
-        tracker.spawn(async move {
-            connection.await;
-            drop(permit);
-        });
+        tracker.spawn(serve(stream, peer, permit));
     }
 }

@@ -408,6 +408,7 @@ fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
         }),
         connect_timeout: m.connect_timeout.0,
         checkpoint_interval: m.checkpoint_interval.0,
+        dormant_after: m.dormant_after.0,
         default_stream: stream(&m.default_stream, "mqtt.default_stream")?,
         stream_partitions: m.stream_partitions,
         routes,

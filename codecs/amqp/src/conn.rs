@@ -55,10 +55,14 @@ pub async fn serve_listener(
         max_connections,
         cancel,
         tracker,
-        |stream, peer| {
+        |stream, peer, slot| {
             let broker = broker.clone();
             let span = tracing::info_span!("amqp_conn", %peer);
-            async move { serve_connection(&broker, stream, peer).await }.instrument(span)
+            async move {
+                let _slot = slot;
+                serve_connection(&broker, stream, peer).await;
+            }
+            .instrument(span)
         },
     )
     .await;

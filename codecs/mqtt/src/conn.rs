@@ -3,13 +3,15 @@
 //! [`Session`].
 //!
 //! An idle connection holds no read buffer: it waits for readability and only then reserves
-//! one, and gives it back once every byte is consumed. That keeps 10 000 idle clients cheap.
+//! one, and gives it back once every byte is consumed. Once it has been quiet for
+//! `dormant_after` it goes dormant: it gives up its task too (`crate::dormant`). That keeps
+//! 10 000 idle clients cheap.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_router::accept::accept_loop;
+use switchboard_router::accept::{ConnectionSlot, accept_loop};
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -25,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::dormant::Dormant;
 use crate::session::{Ending, Session};
 use crate::wire::{self, ConnAck, DecodeError, Packet, ProtocolVersion};
 
@@ -37,6 +40,10 @@ const CONNECT_CHUNK: usize = 512;
 const MAX_PACKETS_PER_ROUND: usize = 1024;
 /// A buffer that grew past this is dropped once empty rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
+/// Quiet time after which a connection that has sent nothing since CONNACK goes dormant (at
+/// most `dormant_after`): none, it sleeps as soon as it has nothing more to read. Most clients
+/// of a large deployment connect and wait; those that go on to talk pay one wake-up for it.
+const FRESH_QUIET: Duration = Duration::ZERO;
 
 /// Which transport a listener serves.
 #[derive(Debug, Clone)]
@@ -63,7 +70,7 @@ pub async fn serve_listener(
         max_connections,
         cancel,
         tracker,
-        |stream, peer| {
+        |stream, peer, slot| {
             let broker = broker.clone();
             let transport = transport.clone();
             // A debug span: at the default level it costs nothing, which matters with many idle
@@ -82,7 +89,7 @@ pub async fn serve_listener(
                         }
                     }
                 };
-                serve_connection(&broker, io, peer).await;
+                serve_connection(&broker, io, peer, slot).await;
             }
             .instrument(span)
         },
@@ -228,18 +235,122 @@ impl Io {
     }
 }
 
-/// One connection. Its future lives as long as the connection, so it is kept small: the
-/// CONNECT exchange and the closing run in boxed futures that are freed when done, and only
-/// the connected loop's state stays for an idle client.
-async fn serve_connection(broker: &Arc<Broker>, mut io: Io, peer: SocketAddr) {
+/// One connection. Its future lives as long as the connection is awake, so it is kept small:
+/// the CONNECT exchange and the closing run in boxed futures that are freed when done, and only
+/// the connected loop's state stays for an idle client until it goes dormant.
+async fn serve_connection(
+    broker: &Arc<Broker>,
+    mut io: Io,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) {
     let max = broker.settings.max_packet_size as usize;
-    let Some((mut session, buf)) = Box::pin(handshake(broker, &mut io, max, peer)).await else {
+    let Some((session, buf)) = Box::pin(handshake(broker, &mut io, max, peer)).await else {
         return;
     };
     broker.metrics.connections.inc();
-    let ending = run(&mut session, &mut io, buf, max).await;
+    connected(session, io, buf, Instant::now(), true, peer, slot).await;
+}
+
+/// The connected phase, from CONNACK or from a dormant connection's wake-up, until the
+/// connection ends or goes dormant again.
+async fn connected(
+    mut session: Box<Session>,
+    mut io: Io,
+    buf: BytesMut,
+    last_heard: Instant,
+    fresh: bool,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+) {
+    let broker = session.broker().clone();
+    let max = broker.settings.max_packet_size as usize;
+    let ending = match run(&mut session, &mut io, buf, max, last_heard, fresh).await {
+        Outcome::End(ending) => ending,
+        Outcome::Sleep { last_heard } => match sleep(session, io, last_heard, slot) {
+            Ok(()) => return,
+            Err((s, e)) => {
+                tracing::debug!(error = %e, "cannot go dormant");
+                broker.metrics.connections.dec();
+                Box::pin(s.finish(&Ending::Dropped)).await;
+                return;
+            }
+        },
+    };
     broker.metrics.connections.dec();
-    Box::pin(close(broker, *session, io, ending, peer)).await;
+    Box::pin(close(&broker, *session, io, ending, peer)).await;
+}
+
+/// Hands a quiet connection to the broker's [`Lot`](crate::dormant::Lot): its task ends here.
+#[allow(clippy::result_large_err)] // the error hands the session back to be finished
+fn sleep(
+    session: Box<Session>,
+    io: Io,
+    last_heard: Instant,
+    slot: ConnectionSlot,
+) -> Result<(), (Box<Session>, io::Error)> {
+    let broker = session.broker().clone();
+    let Some(lot) = broker.lot() else {
+        return Err((session, io::Error::other("no lot")));
+    };
+    let Io::Tcp(tcp) = io else {
+        return Err((session, io::Error::other("only TCP connections sleep")));
+    };
+    let stream = match tcp.into_std() {
+        Ok(s) => s,
+        Err(e) => return Err((session, e)),
+    };
+    let last_heard = last_heard.into_std();
+    let deadline = (session.keep_alive > 0)
+        .then(|| last_heard + Duration::from_millis(u64::from(session.keep_alive) * 1500));
+    broker.metrics.dormant.inc();
+    let d = Dormant {
+        stream,
+        session,
+        last_heard,
+        tracked: broker.tracker().token(),
+        slot,
+    };
+    lot.sleep(Box::new(d), deadline);
+    Ok(())
+}
+
+/// Gives a woken dormant connection its task back (called by the [`Lot`](crate::dormant::Lot)
+/// with the runtime entered).
+pub fn resume(d: Box<Dormant>) {
+    let Dormant {
+        stream,
+        session,
+        last_heard,
+        tracked,
+        slot,
+    } = *d;
+    let broker = session.broker().clone();
+    broker.metrics.dormant.dec();
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let span = tracing::debug_span!("mqtt_conn", %peer);
+    let tracker = broker.tracker().clone();
+    tracker.spawn(
+        async move {
+            match TcpStream::from_std(stream) {
+                Ok(tcp) => {
+                    let last_heard = Instant::from_std(last_heard);
+                    let io = Io::Tcp(tcp);
+                    connected(session, io, BytesMut::new(), last_heard, false, peer, slot).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot wake a dormant connection");
+                    broker.metrics.connections.dec();
+                    Box::pin(session.finish(&Ending::Dropped)).await;
+                }
+            }
+        }
+        .instrument(span),
+    );
+    // The spawned task now keeps the tracker waiting.
+    drop(tracked);
 }
 
 /// Reads CONNECT (the first packet, MQTT 5 §3.1) within the connect timeout and answers it.
@@ -337,24 +448,50 @@ async fn close(
     session.finish(&ending).await;
 }
 
-/// The connected phase: read, handle, deliver, write, until something ends the connection.
-async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) -> Ending {
+/// How a connected loop ends.
+enum Outcome {
+    End(Ending),
+    /// Quiet long enough: the connection goes dormant.
+    Sleep { last_heard: Instant },
+}
+
+/// The connected phase: read, handle, deliver, write, until something ends the connection or it
+/// has been quiet long enough to go dormant.
+async fn run(
+    session: &mut Session,
+    io: &mut Io,
+    mut buf: BytesMut,
+    max: usize,
+    mut last_heard: Instant,
+    fresh: bool,
+) -> Outcome {
     let version = session.version();
     // MQTT 5 §3.1.2.10: one and a half times the keep-alive without a packet closes it.
     let keep_alive = (session.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
     let far = Duration::from_secs(365 * 24 * 3600);
-    let mut last_heard = Instant::now();
-    let kick = session.kick().clone();
+    let dormant_after = session.broker().settings.dormant_after;
+    let can_sleep = matches!(io, Io::Tcp(_)) && session.broker().lot().is_some();
+    // A new connection that stays quiet after CONNACK sleeps at once: its task is then reused
+    // by the next one to connect instead of adding to the process's high-water mark.
+    let mut quiet_for = if fresh {
+        dormant_after.min(FRESH_QUIET)
+    } else {
+        dormant_after
+    };
+    let mut last_active = Instant::now();
     if buf.is_empty() {
         // The CONNECT has been read: an idle client holds no read buffer (see the module doc).
         buf = BytesMut::new();
     }
     loop {
+        if session.is_kicked() {
+            return Outcome::End(kicked(session, io, &mut buf, version, max).await);
+        }
         if !session.out.is_empty() {
             if let Err(e) = io.write_all(&session.out).await {
                 tracing::debug!(error = %e, "write failed");
-                return Ending::Dropped;
+                return Outcome::End(Ending::Dropped);
             }
             session.out.clear();
             if session.out.capacity() > KEEP_BUFFER || idle_after_write(session) {
@@ -362,48 +499,82 @@ async fn run(session: &mut Session, io: &mut Io, mut buf: BytesMut, max: usize) 
             }
         }
         let silent_until = last_heard + keep_alive.unwrap_or(far);
-        // One timer for both: a second one would grow every connection's future.
-        let deadline = session
-            .checkpoint_due()
-            .map_or(silent_until, |due| due.min(silent_until));
+        let sleep_at = can_sleep.then(|| last_active + quiet_for);
+        // One timer for all: a second one would grow every connection's future.
+        let mut deadline = silent_until;
+        for due in [session.checkpoint_due(), sleep_at].into_iter().flatten() {
+            deadline = deadline.min(due);
+        }
         tokio::select! {
             read = io.read(&mut buf) => {
                 match read {
-                    Ok(0) => return Ending::Dropped,
+                    Ok(0) => return Outcome::End(Ending::Dropped),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "read failed");
-                        return Ending::Dropped;
+                        return Outcome::End(Ending::Dropped);
                     }
                 }
                 last_heard = Instant::now();
+                last_active = last_heard;
+                quiet_for = dormant_after;
                 if let Err(e) = Box::pin(handle_buffered(session, &mut buf, version, max)).await {
-                    return e;
+                    return Outcome::End(e);
                 }
                 if buf.is_empty() {
                     // Idle connections hold no read buffer.
                     buf = BytesMut::new();
                 }
             }
-            _ = session.notified() => session.pump(),
-            _ = tokio::time::sleep_until(deadline) => {
-                if Instant::now() >= silent_until {
-                    return Ending::server(wire::reason::KEEP_ALIVE_TIMEOUT, "keep-alive timeout");
+            _ = session.notified() => {
+                if !session.is_kicked() {
+                    session.pump();
+                    last_active = Instant::now();
                 }
-                Box::pin(session.checkpoint()).await;
             }
-            _ = kick.cancelled() => {
-                // Packets the client sent before it was taken over (a PUBREC, say) are still
-                // in the socket: handle them, so the session is handed over with them.
-                if io.drain_ready(&mut buf)
-                    && let Err(e) = Box::pin(handle_buffered(session, &mut buf, version, max)).await
-                {
-                    tracing::debug!(ending = ?e, "while draining a connection taken over");
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if now >= silent_until {
+                    return Outcome::End(Ending::server(
+                        wire::reason::KEEP_ALIVE_TIMEOUT,
+                        "keep-alive timeout",
+                    ));
                 }
-                return session.kick_reason();
+                if session.checkpoint_due().is_some_and(|due| due <= now) {
+                    Box::pin(session.checkpoint()).await;
+                }
+                if sleep_at.is_some_and(|at| at <= now) {
+                    if buf.is_empty()
+                        && session.out.is_empty()
+                        && session.checkpoint_due().is_none()
+                        && session.queued() == 0
+                    {
+                        return Outcome::Sleep { last_heard };
+                    }
+                    // Half a packet read, or deliveries held back: stay awake a while more.
+                    last_active = now;
+                }
             }
         }
     }
+}
+
+/// The connection was told to close (takeover, shutdown). Packets the client sent before that
+/// (a PUBREC, say) are still in the socket: they are handled, so the session is handed over
+/// with them.
+async fn kicked(
+    session: &mut Session,
+    io: &mut Io,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max: usize,
+) -> Ending {
+    if io.drain_ready(buf)
+        && let Err(e) = Box::pin(handle_buffered(session, buf, version, max)).await
+    {
+        tracing::debug!(ending = ?e, "while draining a connection taken over");
+    }
+    session.kick_reason()
 }
 
 /// Whether the connection is likely to stay quiet after this write (nothing queued for it),
@@ -449,9 +620,11 @@ async fn handle_buffered(
 mod tests {
     use std::sync::Arc;
 
-    /// An idle client costs its connection future, its boxed `Session` and the shared session
-    /// handle. These bounds keep a change from quietly multiplying that (it was 6.4 KB before
-    /// the CONNECT exchange and the closing were boxed).
+    /// An idle client costs its boxed `Session` and the shared session handle, and until it is
+    /// dormant its connection future. These bounds keep a change from quietly multiplying that
+    /// (the future was 6.4 KB before the CONNECT exchange and the closing were boxed, the
+    /// session 504 B before its aliases were boxed and its copies of the client id and state
+    /// were dropped).
     #[tokio::test]
     async fn an_idle_connection_stays_small() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -475,10 +648,15 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let connection = super::serve_connection(&broker, super::Io::Tcp(stream), addr);
+        let slot = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .expect("a permit");
+        let connection = super::serve_connection(&broker, super::Io::Tcp(stream), addr, slot);
         let future = std::mem::size_of_val(&connection);
         assert!(future <= 1280, "connection future is {future} bytes");
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(session <= 640, "Session is {session} bytes");
+        assert!(session <= 320, "Session is {session} bytes");
+        let shared = std::mem::size_of::<crate::broker::SessionShared>();
+        assert!(shared <= 256, "SessionShared is {shared} bytes");
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod conn;
+pub mod dormant;
 pub mod mapping;
 pub mod metrics;
 pub mod session;

@@ -6,6 +6,8 @@ use prometheus::{IntCounter, IntGauge, Registry};
 #[derive(Clone)]
 pub struct MqttMetrics {
     pub connections: IntGauge,
+    /// Connected clients that are dormant (quiet, held without a task).
+    pub dormant: IntGauge,
     pub publishes_received: IntCounter,
     pub messages_delivered: IntCounter,
     pub messages_dropped: IntCounter,
@@ -17,6 +19,7 @@ impl MqttMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self::unregistered()?;
         registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.dormant.clone()))?;
         registry.register(Box::new(m.publishes_received.clone()))?;
         registry.register(Box::new(m.messages_delivered.clone()))?;
         registry.register(Box::new(m.messages_dropped.clone()))?;
@@ -29,6 +32,10 @@ impl MqttMetrics {
     pub fn unregistered() -> prometheus::Result<Self> {
         Ok(Self {
             connections: IntGauge::new("switchboard_mqtt_connections", "Connected MQTT clients")?,
+            dormant: IntGauge::new(
+                "switchboard_mqtt_dormant_connections",
+                "Connected MQTT clients that are quiet and held without a task (mqtt.dormant_after)",
+            )?,
             publishes_received: IntCounter::new(
                 "switchboard_mqtt_publishes_received_total",
                 "PUBLISH packets received from clients and stored",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use switchboard_router::now_ms;
 
-use crate::broker::{Broker, Delivery, Inflight, Opened, SessionState, Subscription};
+use crate::broker::{Broker, Delivery, Inflight, SessionShared, SessionState, Subscription};
 use crate::mapping::Message;
 use crate::topic::{self, FilterSpec};
 use crate::wire::{
@@ -61,6 +61,12 @@ pub struct Refused {
     pub why: String,
 }
 
+#[derive(Default)]
+struct Aliases {
+    incoming: HashMap<u16, String>,
+    outgoing: HashMap<String, u16>,
+}
+
 /// An MQTT publish received and stored, waiting for its acknowledgement to be sent.
 struct Staged {
     qos: QoS,
@@ -69,17 +75,18 @@ struct Staged {
 
 pub struct Session {
     broker: Arc<Broker>,
-    opened: Opened,
+    shared: Arc<SessionShared>,
+    /// This connection's generation of the session (see [`SessionShared::is_kicked`]).
+    generation: u64,
     state: SessionState,
     version: ProtocolVersion,
-    client_id: String,
     /// Keep-alive the connection loop enforces (×1.5), in seconds; 0 = none.
     pub keep_alive: u16,
     client_receive_maximum: u16,
     client_max_packet_size: u32,
     client_alias_maximum: u16,
-    aliases_in: HashMap<u16, String>,
-    aliases_out: HashMap<String, u16>,
+    /// Topic aliases in both directions (MQTT 5); boxed, as most clients use none.
+    aliases: Option<Box<Aliases>>,
     /// The will message and its delay; boxed, as most clients have none and every idle
     /// connection's memory counts.
     will: Option<Box<(Message, u32)>>,
@@ -192,20 +199,19 @@ impl Session {
             keep_alive = settings.max_keep_alive;
             server_keep_alive = Some(keep_alive);
         }
-        let mut opened = broker.open_session(&client_id, c.clean_start, expiry).await;
-        let state = std::mem::take(&mut opened.state);
+        let opened = broker.open_session(&client_id, c.clean_start, expiry).await;
+        let session_present = opened.session_present;
         let mut s = Session {
             broker: broker.clone(),
-            opened,
-            state,
+            shared: opened.shared,
+            generation: opened.generation,
+            state: opened.state,
             version: v,
-            client_id,
             keep_alive,
             client_receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
             client_max_packet_size: c.properties.maximum_packet_size.unwrap_or(u32::MAX),
             client_alias_maximum: c.properties.topic_alias_maximum.unwrap_or(0),
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases: None,
             will,
             problem_info: c.properties.request_problem_information != Some(0),
             staged: Vec::new(),
@@ -230,7 +236,6 @@ impl Session {
         } else {
             ConnAckProperties::default()
         };
-        let session_present = s.opened.session_present;
         s.send(&Packet::ConnAck(ConnAck {
             session_present,
             code: reason::SUCCESS,
@@ -242,19 +247,34 @@ impl Session {
     }
 
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        &self.shared.client_id
     }
 
     pub fn version(&self) -> ProtocolVersion {
         self.version
     }
 
-    /// Cancelled when the session must close: taken over by a new connection, or shutdown.
-    pub fn kick(&self) -> &tokio_util::sync::CancellationToken {
-        &self.opened.kick
+    /// Whether the connection must close: taken over by a new connection, or shutdown.
+    pub fn is_kicked(&self) -> bool {
+        self.shared.is_kicked(self.generation)
     }
 
-    /// Why the kick token fired: a takeover unless the broker is shutting down.
+    /// The broker this session belongs to.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Arms the alarm of this session's dormant connection; true when something already waits
+    /// for it (a delivery, a kick) and it must not sleep.
+    pub fn set_alarm(&self, alarm: crate::dormant::Alarm) -> bool {
+        self.shared.set_alarm(alarm, self.generation)
+    }
+
+    pub fn clear_alarm(&self) {
+        self.shared.clear_alarm();
+    }
+
+    /// Why the connection was kicked: a takeover unless the broker is shutting down.
     pub fn kick_reason(&self) -> Ending {
         if self.broker.cancel_token().is_cancelled() {
             Ending::server(reason::SERVER_SHUTTING_DOWN, "server shutting down")
@@ -268,12 +288,12 @@ impl Session {
 
     /// Deliveries queued for this session, not yet sent.
     pub fn queued(&self) -> usize {
-        self.opened.shared.queued()
+        self.shared.queued()
     }
 
     /// Woken when deliveries are queued for this session.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.opened.shared.notify.notified()
+        self.shared.notify.notified()
     }
 
     /// Handles the packets decoded from one read, in order. Consecutive PUBLISH packets are
@@ -380,7 +400,7 @@ impl Session {
     pub async fn checkpoint(&mut self) {
         self.checkpoint_due = None;
         self.broker
-            .store_session(&self.opened.shared, &self.state)
+            .store_session(&self.shared, &self.state)
             .await;
     }
 
@@ -410,7 +430,7 @@ impl Session {
                 ));
             }
             if p.topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.incoming.get(&alias)) {
                     Some(t) => p.topic = t.clone(),
                     None => {
                         return Err(Ending::server(
@@ -420,7 +440,10 @@ impl Session {
                     }
                 }
             } else {
-                self.aliases_in.insert(alias, p.topic.clone());
+                self.aliases
+                    .get_or_insert_default()
+                    .incoming
+                    .insert(alias, p.topic.clone());
             }
         }
         if let Err(e) = topic::validate_name(&p.topic) {
@@ -465,7 +488,7 @@ impl Session {
             retain: p.retain,
             properties,
             expiry_at_ms: expiry.map(|s| now + i64::from(s) * 1000),
-            publisher: Some(self.client_id.clone()),
+            publisher: Some(self.shared.client_id.clone()),
             origin: None,
             timestamp_ms: now,
         });
@@ -504,7 +527,7 @@ impl Session {
         if !msgs.is_empty()
             && let Err(e) = self.broker.publish(msgs, durable).await
         {
-            tracing::warn!(client_id = %self.client_id, error = %e, "publish not stored");
+            tracing::warn!(client_id = %self.shared.client_id, error = %e, "publish not stored");
             if !self.version.is_v5() || staged.is_empty() {
                 return Err(Ending::server(
                     reason::IMPLEMENTATION_SPECIFIC_ERROR,
@@ -551,7 +574,7 @@ impl Session {
                 ));
             }
             let sub = Subscription { spec, options, id };
-            let existed = self.broker.add_subscription(&self.opened.shared, &sub);
+            let existed = self.broker.add_subscription(&self.shared, &sub);
             let send_retained = sub.spec.group.is_none()
                 && match options.retain_handling {
                     0 => true,
@@ -567,9 +590,7 @@ impl Session {
                         subscription_ids: id.into_iter().collect(),
                         origin: None,
                     };
-                    self.opened
-                        .shared
-                        .push(d, self.broker.settings.max_queued_messages);
+                    self.shared.push(d, self.broker.settings.max_queued_messages);
                 }
             }
             self.state.subscriptions.insert(raw, sub);
@@ -581,7 +602,7 @@ impl Session {
             properties: AckProperties::default(),
         }));
         self.broker
-            .store_session(&self.opened.shared, &self.state)
+            .store_session(&self.shared, &self.state)
             .await;
         Ok(())
     }
@@ -591,7 +612,7 @@ impl Session {
         for raw in u.filters {
             let removed = self.state.subscriptions.remove(&raw);
             let found = removed
-                .is_some_and(|sub| self.broker.remove_subscription(&self.client_id, &sub.spec));
+                .is_some_and(|sub| self.broker.remove_subscription(&self.shared.client_id, &sub.spec));
             reasons.push(if found {
                 reason::SUCCESS
             } else {
@@ -607,7 +628,7 @@ impl Session {
             properties: AckProperties::default(),
         }));
         self.broker
-            .store_session(&self.opened.shared, &self.state)
+            .store_session(&self.shared, &self.state)
             .await;
     }
 
@@ -632,7 +653,7 @@ impl Session {
     /// Sends queued deliveries while the client's Receive Maximum allows.
     pub fn pump(&mut self) {
         loop {
-            let batch = self.opened.shared.take(PUMP_CHUNK);
+            let batch = self.shared.take(PUMP_CHUNK);
             if batch.is_empty() {
                 return;
             }
@@ -643,7 +664,7 @@ impl Session {
                 {
                     let mut back = vec![d];
                     back.extend(rest);
-                    self.opened.shared.put_back(back);
+                    self.shared.put_back(back);
                     return;
                 }
                 self.deliver(d);
@@ -689,12 +710,13 @@ impl Session {
         };
         let mut topic = d.msg.topic.clone();
         if self.version.is_v5() && self.client_alias_maximum > 0 {
-            if let Some(alias) = self.aliases_out.get(&topic) {
+            let aliases = &mut self.aliases.get_or_insert_default().outgoing;
+            if let Some(alias) = aliases.get(&topic) {
                 properties.topic_alias = Some(*alias);
                 topic.clear();
-            } else if self.aliases_out.len() < usize::from(self.client_alias_maximum) {
-                let alias = self.aliases_out.len() as u16 + 1;
-                self.aliases_out.insert(topic.clone(), alias);
+            } else if aliases.len() < usize::from(self.client_alias_maximum) {
+                let alias = aliases.len() as u16 + 1;
+                aliases.insert(topic.clone(), alias);
                 properties.topic_alias = Some(alias);
             }
         }
@@ -709,7 +731,7 @@ impl Session {
         };
         let p = Packet::Publish(p);
         if wire::encoded_len(&p, self.version) > self.client_max_packet_size as usize {
-            tracing::debug!(client_id = %self.client_id, "message larger than the client's Maximum Packet Size dropped");
+            tracing::debug!(client_id = %self.shared.client_id, "message larger than the client's Maximum Packet Size dropped");
             return None;
         }
         Some(p)
@@ -745,16 +767,16 @@ impl Session {
             let (will, delay) = *boxed;
             // The will goes out when its delay passes or the session ends, whichever is first.
             let delay = delay.min(self.state.expiry_interval);
-            let generation = self.opened.generation;
+            let generation = self.generation;
             self.broker.schedule_will(
-                self.opened.shared.clone(),
+                self.shared.clone(),
                 generation,
                 will,
                 Duration::from_secs(delay.into()),
             );
         }
         let state = std::mem::take(&mut self.state);
-        self.broker.park(self.opened, state).await;
+        self.broker.park(self.shared, self.generation, state).await;
     }
 }
 

@@ -11,7 +11,7 @@ mod persist;
 mod retained;
 mod sessions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -24,7 +24,9 @@ use tokio_util::task::TaskTracker;
 
 pub use persist::Opened;
 pub use sessions::{Delivery, Inflight, SessionShared, SessionState, Subscription};
+use sessions::Registered;
 
+use crate::dormant::Lot;
 use crate::mapping::Message;
 use crate::metrics::MqttMetrics;
 use crate::topic::{self, FilterSpec, SubscriptionTree};
@@ -53,6 +55,8 @@ pub struct MqttSettings {
     /// How soon after a connected persistent session acknowledged messages its position is
     /// stored, so that a crash redelivers little of what was already acknowledged.
     pub checkpoint_interval: Duration,
+    /// A connected client quiet for this long goes dormant (`crate::dormant`); zero: never.
+    pub dormant_after: Duration,
     /// Stream that receives topics no route names.
     pub default_stream: StreamName,
     /// Partitions of a stream the MQTT front end creates.
@@ -74,6 +78,7 @@ impl Default for MqttSettings {
             max_session_expiry: u32::MAX,
             connect_timeout: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(5),
+            dormant_after: Duration::from_secs(2),
             #[allow(clippy::unwrap_used)] // a constant that is a valid name
             default_stream: StreamName::new("mqtt").unwrap(),
             stream_partitions: 8,
@@ -103,7 +108,7 @@ pub struct Broker {
     router: Arc<Router>,
     pub settings: MqttSettings,
     pub metrics: MqttMetrics,
-    sessions: Mutex<HashMap<String, Arc<SessionShared>>>,
+    sessions: Mutex<HashSet<Registered>>,
     subs: RwLock<SubscriptionTree<String, SubEntry>>,
     retained: RetainedStore,
     /// Partitions per MQTT-visible stream.
@@ -114,6 +119,10 @@ pub struct Broker {
     next_client_id: AtomicU64,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Woken whenever a connection lets go of its session (a takeover waits for that).
+    released: tokio::sync::Notify,
+    /// Holds dormant connections; `None` when `dormant_after` is zero or it could not start.
+    lot: Option<Lot>,
 }
 
 impl Broker {
@@ -126,12 +135,21 @@ impl Broker {
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, PublishError> {
+        let lot = if settings.dormant_after.is_zero() {
+            None
+        } else {
+            Lot::start(crate::conn::resume)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "connections cannot go dormant: they stay awake");
+                })
+                .ok()
+        };
         let broker = Arc::new(Self {
             retained: RetainedStore::default(),
             router,
             settings,
             metrics,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashSet::new()),
             subs: RwLock::new(SubscriptionTree::new()),
             streams: RwLock::new(BTreeMap::new()),
             tails: Mutex::new(BTreeMap::new()),
@@ -139,6 +157,17 @@ impl Broker {
             next_client_id: AtomicU64::new(1),
             cancel,
             tracker,
+            lot,
+            released: tokio::sync::Notify::new(),
+        });
+        // At shutdown every connection is told to close, the dormant ones woken for it.
+        let weak = Arc::downgrade(&broker);
+        let shutdown = broker.cancel.clone();
+        broker.tracker.spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(broker) = weak.upgrade() {
+                broker.kick_all();
+            }
         });
         broker.ensure_streams().await?;
         broker.retained.restore(&broker.router);
@@ -251,6 +280,26 @@ impl Broker {
         }
     }
 
+    /// Where connections sleep, if they may.
+    pub fn lot(&self) -> Option<&Lot> {
+        self.lot.as_ref()
+    }
+
+    /// Tells every connected client's connection to close (server shutdown).
+    fn kick_all(&self) {
+        let sessions: Vec<Arc<SessionShared>> =
+            lock(&self.sessions).iter().map(|r| r.0.clone()).collect();
+        for s in sessions {
+            let holder = s.holder();
+            if holder != 0 {
+                s.kick(holder);
+            }
+        }
+        if let Some(lot) = &self.lot {
+            lot.wake_all();
+        }
+    }
+
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -292,7 +341,7 @@ impl Broker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

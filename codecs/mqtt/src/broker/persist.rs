@@ -12,9 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_model::{Offset, StreamName, TopicPartition};
 use switchboard_router::now_ms;
-use tokio_util::sync::CancellationToken;
 
-use super::sessions::{LiveConn, low_mark};
+use super::sessions::{Registered, low_mark};
 use super::{Broker, Delivery, Positions, SessionShared, SessionState, Subscription, lock};
 use crate::mapping::Message;
 use crate::topic::{self, FilterSpec};
@@ -32,8 +31,6 @@ pub struct Opened {
     pub state: SessionState,
     /// The session existed and is resumed (CONNACK Session Present).
     pub session_present: bool,
-    pub kick: CancellationToken,
-    pub(crate) live: LiveConn,
     pub generation: u64,
 }
 
@@ -65,30 +62,34 @@ impl Broker {
         expiry_interval: u32,
     ) -> Opened {
         loop {
-            let shared = lock(&self.sessions)
-                .entry(client_id.to_owned())
-                .or_insert_with(|| SessionShared::new(client_id.to_owned()))
-                .clone();
+            let shared = {
+                let mut sessions = lock(&self.sessions);
+                match sessions.get(client_id) {
+                    Some(r) => r.0.clone(),
+                    None => {
+                        let shared = SessionShared::new(client_id.to_owned());
+                        sessions.insert(Registered(shared.clone()));
+                        shared
+                    }
+                }
+            };
             let _serial = shared.connect_lock.lock().await;
             // The session may have expired while we waited for the lock: start over with the
             // registry's current entry.
-            let current = lock(&self.sessions).get(client_id).cloned();
+            let current = lock(&self.sessions).get(client_id).map(|r| r.0.clone());
             if !current.is_some_and(|c| Arc::ptr_eq(&c, &shared)) {
                 continue;
             }
-            let previous = lock(&shared.live).take();
-            if let Some(old) = previous {
-                old.kick.cancel();
-                if tokio::time::timeout(TAKEOVER_WAIT, old.closed.cancelled())
-                    .await
-                    .is_err()
-                {
+            let previous = shared.holder();
+            if previous != 0 {
+                shared.kick(previous);
+                if !self.wait_released(&shared, TAKEOVER_WAIT).await {
                     tracing::warn!(client_id, "the connection taken over did not close in time");
                 }
             }
             let parked = lock(&shared.parked).take();
             let had_state = parked.is_some();
-            let (mut state, session_present) = match parked {
+            let (mut state, session_present) = match parked.map(|b| *b) {
                 Some(st) if !clean_start => (st, true),
                 Some(st) => {
                     self.drop_subscriptions(&shared, &st);
@@ -106,35 +107,48 @@ impl Broker {
                 .generation
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
                 + 1;
-            let live = LiveConn {
-                kick: self.cancel.child_token(),
-                closed: CancellationToken::new(),
-            };
-            *lock(&shared.live) = Some(live.clone());
+            shared.hold(generation);
             shared.set_online(true);
+            if self.cancel.is_cancelled() {
+                // Shutdown began after the connection was accepted: it closes at once.
+                shared.kick(generation);
+            }
             return Opened {
-                kick: live.kick.clone(),
                 shared: shared.clone(),
                 state,
                 session_present,
-                live,
                 generation,
             };
         }
     }
 
+    /// Waits until no connection holds `shared`, at most `within`; false on time-out.
+    async fn wait_released(&self, shared: &SessionShared, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if shared.holder() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Called when a connection ends: keeps the session for its expiry interval (stored, so it
     /// survives a restart) or ends it now.
-    pub async fn park(self: &Arc<Self>, opened: Opened, state: SessionState) {
-        let Opened {
-            shared,
-            live,
-            generation,
-            ..
-        } = opened;
+    pub async fn park(
+        self: &Arc<Self>,
+        shared: Arc<SessionShared>,
+        generation: u64,
+        state: SessionState,
+    ) {
         shared.set_online(false);
-        // `live` stays set until the session is parked: a connection taking over meanwhile
-        // waits on `closed` instead of finding neither a live connection nor a parked state.
+        // The session stays held until it is parked: a connection taking over meanwhile waits
+        // for the release instead of finding neither a live connection nor a parked state.
         if state.expiry_interval == 0 {
             // A connection taking over holds the connect lock and will reuse this entry; the
             // registry must keep pointing at it.
@@ -143,7 +157,7 @@ impl Broker {
         } else {
             self.store_session(&shared, &state).await;
             let expiry = state.expiry_interval;
-            *lock(&shared.parked) = Some(state);
+            *lock(&shared.parked) = Some(Box::new(state));
             if expiry != u32::MAX {
                 self.schedule_expiry(
                     shared.clone(),
@@ -152,13 +166,8 @@ impl Broker {
                 );
             }
         }
-        {
-            let mut l = lock(&shared.live);
-            if l.as_ref().is_some_and(|c| c.closed == live.closed) {
-                *l = None;
-            }
-        }
-        live.closed.cancel();
+        shared.release(generation);
+        self.released.notify_waiters();
     }
 
     /// Removes a session that has ended: its subscriptions, queue and (with `unregister`)
@@ -171,10 +180,10 @@ impl Broker {
         }
         let mut sessions = lock(&self.sessions);
         if sessions
-            .get(&shared.client_id)
-            .is_some_and(|s| Arc::ptr_eq(s, shared))
+            .get(shared.client_id.as_str())
+            .is_some_and(|r| Arc::ptr_eq(&r.0, shared))
         {
-            sessions.remove(&shared.client_id);
+            sessions.remove(shared.client_id.as_str());
         }
     }
 
@@ -321,8 +330,8 @@ impl Broker {
                 self.replay(&shared, &state, &tp, *from).await;
             }
             tracing::info!(%client_id, queued = shared.queued(), "restored MQTT session");
-            *lock(&shared.parked) = Some(state);
-            lock(&self.sessions).insert(client_id, shared.clone());
+            *lock(&shared.parked) = Some(Box::new(state));
+            lock(&self.sessions).replace(Registered(shared.clone()));
             if let Some(after) = left {
                 self.schedule_expiry(shared, 0, after);
             }

@@ -1,15 +1,15 @@
 //! Client sessions as the broker sees them: a shared handle per client id that fan-out pushes
 //! deliveries into, and the protocol state a session keeps between connections.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use switchboard_model::{Offset, TopicPartition};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::lock;
+use crate::dormant::Alarm;
 use crate::mapping::Message;
 use crate::topic::FilterSpec;
 use crate::wire::{QoS, SubscriptionOptions};
@@ -52,7 +52,7 @@ pub struct SessionState {
     /// Raw filter as the client wrote it (with any `$share/` prefix) → subscription.
     pub subscriptions: BTreeMap<String, Subscription>,
     pub inflight: BTreeMap<u16, Inflight>,
-    pub incoming_qos2: HashSet<u16>,
+    pub incoming_qos2: BTreeSet<u16>,
     pub next_packet_id: u16,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires, 0 ends with the connection.
     pub expiry_interval: u32,
@@ -71,26 +71,52 @@ impl SessionState {
     }
 }
 
-/// The live connection of a session, as other tasks see it.
-#[derive(Debug, Clone)]
-pub(crate) struct LiveConn {
-    /// Cancelled to make the connection close (session takeover, expiry, shutdown).
-    pub kick: CancellationToken,
-    /// Cancelled by the connection once it has parked its state.
-    pub closed: CancellationToken,
+/// An entry of the broker's session registry: a session keyed by its own client id, so the
+/// registry holds no second copy of every id.
+pub(crate) struct Registered(pub Arc<SessionShared>);
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Registered {}
+
+impl std::hash::Hash for Registered {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that lookups by `&str` find it.
+        self.0.client_id.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Registered {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
+}
+
+/// A session's queued deliveries, and the alarm of its connection while that sleeps.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Delivery>,
+    alarm: Option<Alarm>,
 }
 
 /// The broker's handle of one client id, shared by the connection, fan-out and timers.
 pub struct SessionShared {
     pub client_id: String,
-    outbox: Mutex<VecDeque<Delivery>>,
-    /// Woken when a delivery is queued.
+    outbox: Mutex<Outbox>,
+    /// Woken when a delivery is queued or the connection is kicked.
     pub notify: Notify,
     online: AtomicBool,
     /// Serializes connects of the same client id.
     pub(crate) connect_lock: tokio::sync::Mutex<()>,
-    pub(crate) live: Mutex<Option<LiveConn>>,
-    pub(crate) parked: Mutex<Option<SessionState>>,
+    /// The generation of the connection that holds the session; 0 when none does.
+    holder: AtomicU64,
+    /// Connections of this generation and older are to close (takeover, shutdown).
+    kicked: AtomicU64,
+    pub(crate) parked: Mutex<Option<Box<SessionState>>>,
     /// Bumped on every connect, so a timer armed for an older disconnect does nothing.
     pub(crate) generation: AtomicU64,
 }
@@ -99,14 +125,63 @@ impl SessionShared {
     pub(crate) fn new(client_id: String) -> Arc<Self> {
         Arc::new(Self {
             client_id,
-            outbox: Mutex::new(VecDeque::new()),
+            outbox: Mutex::new(Outbox::default()),
             notify: Notify::new(),
             online: AtomicBool::new(false),
             connect_lock: tokio::sync::Mutex::new(()),
-            live: Mutex::new(None),
+            holder: AtomicU64::new(0),
+            kicked: AtomicU64::new(0),
             parked: Mutex::new(None),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// The generation of the connection holding the session; 0 when none does.
+    pub(crate) fn holder(&self) -> u64 {
+        self.holder.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn hold(&self, generation: u64) {
+        self.holder.store(generation, Ordering::Release);
+    }
+
+    /// The connection of `generation` lets go of the session, unless another holds it by now
+    /// (the broker then wakes connections waiting to take a session over).
+    pub(crate) fn release(&self, generation: u64) {
+        let _ = self
+            .holder
+            .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Tells the connection of `generation` (and any older one) to close, awake or dormant.
+    pub(crate) fn kick(&self, generation: u64) {
+        self.kicked.fetch_max(generation, Ordering::AcqRel);
+        self.notify.notify_one();
+        let alarm = lock(&self.outbox).alarm.take();
+        if let Some(a) = alarm {
+            a.ring();
+        }
+    }
+
+    /// Whether the connection of `generation` has been told to close.
+    pub fn is_kicked(&self, generation: u64) -> bool {
+        self.kicked.load(Ordering::Acquire) >= generation
+    }
+
+    /// Arms the alarm of the dormant connection of `generation`, unless something already
+    /// waits for it (a delivery, a kick): then it returns true and the connection must wake.
+    pub(crate) fn set_alarm(&self, alarm: Alarm, generation: u64) -> bool {
+        let mut q = lock(&self.outbox);
+        if !q.queue.is_empty() || self.is_kicked(generation) {
+            return true;
+        }
+        q.alarm = Some(alarm);
+        false
+    }
+
+    pub(crate) fn clear_alarm(&self) {
+        let alarm = lock(&self.outbox).alarm.take();
+        drop(alarm);
     }
 
     pub fn is_online(&self) -> bool {
@@ -124,43 +199,47 @@ impl SessionShared {
         if delivery.qos == QoS::AtMostOnce && !self.is_online() {
             return false;
         }
-        {
+        let alarm = {
             let mut q = lock(&self.outbox);
-            if q.len() >= max_queued {
+            if q.queue.len() >= max_queued {
                 return false;
             }
-            q.push_back(delivery);
-        }
+            q.queue.push_back(delivery);
+            q.alarm.take()
+        };
         self.notify.notify_one();
+        if let Some(a) = alarm {
+            a.ring();
+        }
         true
     }
 
     /// Takes up to `max` queued deliveries, oldest first.
     pub fn take(&self, max: usize) -> Vec<Delivery> {
         let mut q = lock(&self.outbox);
-        let n = q.len().min(max);
-        q.drain(..n).collect()
+        let n = q.queue.len().min(max);
+        q.queue.drain(..n).collect()
     }
 
     /// Puts deliveries back at the front (they could not be sent yet), keeping their order.
     pub fn put_back(&self, deliveries: Vec<Delivery>) {
         let mut q = lock(&self.outbox);
         for d in deliveries.into_iter().rev() {
-            q.push_front(d);
+            q.queue.push_front(d);
         }
     }
 
     pub fn queued(&self) -> usize {
-        lock(&self.outbox).len()
+        lock(&self.outbox).queue.len()
     }
 
     pub(crate) fn clear_outbox(&self) {
-        lock(&self.outbox).clear();
+        lock(&self.outbox).queue.clear();
     }
 
     /// The lowest log offset per partition among queued deliveries.
     pub(crate) fn queued_low_marks(&self, into: &mut BTreeMap<TopicPartition, Offset>) {
-        for d in lock(&self.outbox).iter() {
+        for d in lock(&self.outbox).queue.iter() {
             low_mark(into, d);
         }
     }
