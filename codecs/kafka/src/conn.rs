@@ -33,20 +33,27 @@ pub async fn serve_listener(
 ) {
     let max = limits.max_connections;
     let conns_cancel = cancel.clone();
-    accept_loop("kafka", listener, max, cancel, tracker, |stream, peer, slot| {
-        let (ctx, cancel) = (ctx.clone(), conns_cancel.clone());
-        let span = tracing::info_span!("kafka_conn", %peer);
-        async move {
-            let _slot = slot;
-            ctx.metrics.connections.inc();
-            if let Err(reason) = serve_connection(&ctx, stream, cancel).await {
-                ctx.metrics.closed_bad_input.inc();
-                tracing::warn!(%reason, "closing kafka connection");
+    accept_loop(
+        "kafka",
+        listener,
+        max,
+        cancel,
+        tracker,
+        |stream, peer, slot| {
+            let (ctx, cancel) = (ctx.clone(), conns_cancel.clone());
+            let span = tracing::info_span!("kafka_conn", %peer);
+            async move {
+                let _slot = slot;
+                ctx.metrics.connections.inc();
+                if let Err(reason) = serve_connection(&ctx, stream, cancel).await {
+                    ctx.metrics.closed_bad_input.inc();
+                    tracing::warn!(%reason, "closing kafka connection");
+                }
+                ctx.metrics.connections.dec();
             }
-            ctx.metrics.connections.dec();
-        }
-        .instrument(span)
-    })
+            .instrument(span)
+        },
+    )
     .await;
 }
 

@@ -317,14 +317,14 @@ fn sleep(
 
 /// Gives a woken dormant connection its task back (called by the [`Lot`](crate::dormant::Lot)
 /// with the runtime entered).
-pub fn resume(d: Box<Dormant>) {
+pub fn resume(d: Dormant) {
     let Dormant {
         stream,
         session,
         last_heard,
         tracked,
         slot,
-    } = *d;
+    } = d;
     let broker = session.broker().clone();
     broker.metrics.dormant.dec();
     let peer = stream
@@ -452,7 +452,9 @@ async fn close(
 enum Outcome {
     End(Ending),
     /// Quiet long enough: the connection goes dormant.
-    Sleep { last_heard: Instant },
+    Sleep {
+        last_heard: Instant,
+    },
 }
 
 /// The connected phase: read, handle, deliver, write, until something ends the connection or it
@@ -471,7 +473,9 @@ async fn run(
         .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
     let far = Duration::from_secs(365 * 24 * 3600);
     let dormant_after = session.broker().settings.dormant_after;
-    let can_sleep = matches!(io, Io::Tcp(_)) && session.broker().lot().is_some();
+    let can_sleep = matches!(io, Io::Tcp(_))
+        && session.broker().lot().is_some()
+        && !session.broker().cancel_token().is_cancelled();
     // A new connection that stays quiet after CONNACK sleeps at once: its task is then reused
     // by the next one to connect instead of adding to the process's high-water mark.
     let mut quiet_for = if fresh {

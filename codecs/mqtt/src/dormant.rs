@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use tokio::runtime::Handle;
 use switchboard_router::accept::ConnectionSlot;
+use tokio::runtime::Handle;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::session::Session;
@@ -112,13 +112,13 @@ impl Shared {
 pub struct Lot {
     shared: Arc<Shared>,
     runtime: Handle,
-    resume: fn(Box<Dormant>),
+    resume: fn(Dormant),
 }
 
 impl Lot {
     /// Starts the thread. `resume` gives a woken connection its task back; it is called with
     /// the runtime entered, from the lot's thread or from [`Lot::sleep`].
-    pub fn start(resume: fn(Box<Dormant>)) -> io::Result<Self> {
+    pub fn start(resume: fn(Dormant)) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(Shared {
@@ -155,7 +155,7 @@ impl Lot {
         if q.closing {
             drop(q);
             let _entered = self.runtime.enter();
-            (self.resume)(d);
+            (self.resume)(*d);
             return;
         }
         q.requests.push(Request::Sleep(d, deadline));
@@ -190,7 +190,7 @@ struct Keeper {
     poll: Poll,
     shared: Arc<Shared>,
     runtime: Handle,
-    resume: fn(Box<Dormant>),
+    resume: fn(Dormant),
     slots: Vec<Slot>,
     free: Vec<u32>,
     epoch: Instant,
@@ -297,7 +297,7 @@ impl Keeper {
             // It cannot sleep here: it carries on awake.
             tracing::warn!(error = %e, "cannot hold a dormant connection; it stays awake");
             self.free.push(slot);
-            self.resume(d);
+            self.resume(*d);
             return;
         }
         let deadline = deadline.map_or(u32::MAX, |at| self.ticks(at));
@@ -338,7 +338,7 @@ impl Keeper {
             tracing::debug!(error = %e, "deregistering a dormant connection");
         }
         d.session.clear_alarm();
-        self.resume(d);
+        self.resume(*d);
     }
 
     fn wake_all(&mut self) {
@@ -357,7 +357,7 @@ impl Keeper {
         }
     }
 
-    fn resume(&self, d: Box<Dormant>) {
+    fn resume(&self, d: Dormant) {
         let _entered = self.runtime.enter();
         (self.resume)(d);
     }

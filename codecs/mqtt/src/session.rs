@@ -399,9 +399,7 @@ impl Session {
     /// Stores the session's position while it is connected.
     pub async fn checkpoint(&mut self) {
         self.checkpoint_due = None;
-        self.broker
-            .store_session(&self.shared, &self.state)
-            .await;
+        self.broker.store_session(&self.shared, &self.state).await;
     }
 
     fn disconnect(&mut self, d: Disconnect) -> Ending {
@@ -590,7 +588,8 @@ impl Session {
                         subscription_ids: id.into_iter().collect(),
                         origin: None,
                     };
-                    self.shared.push(d, self.broker.settings.max_queued_messages);
+                    self.shared
+                        .push(d, self.broker.settings.max_queued_messages);
                 }
             }
             self.state.subscriptions.insert(raw, sub);
@@ -601,9 +600,7 @@ impl Session {
             reasons,
             properties: AckProperties::default(),
         }));
-        self.broker
-            .store_session(&self.shared, &self.state)
-            .await;
+        self.broker.store_session(&self.shared, &self.state).await;
         Ok(())
     }
 
@@ -611,8 +608,10 @@ impl Session {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for raw in u.filters {
             let removed = self.state.subscriptions.remove(&raw);
-            let found = removed
-                .is_some_and(|sub| self.broker.remove_subscription(&self.shared.client_id, &sub.spec));
+            let found = removed.is_some_and(|sub| {
+                self.broker
+                    .remove_subscription(&self.shared.client_id, &sub.spec)
+            });
             reasons.push(if found {
                 reason::SUCCESS
             } else {
@@ -627,9 +626,7 @@ impl Session {
             reasons,
             properties: AckProperties::default(),
         }));
-        self.broker
-            .store_session(&self.shared, &self.state)
-            .await;
+        self.broker.store_session(&self.shared, &self.state).await;
     }
 
     /// After a reconnect: unacknowledged messages again, with DUP, and PUBREL for those the

@@ -30,7 +30,11 @@ async fn dormant(server: &TestServer, n: i64) {
         }
     })
     .await;
-    assert!(waited.is_ok(), "dormant connections: {} not {n}", gauge.get());
+    assert!(
+        waited.is_ok(),
+        "dormant connections: {} not {n}",
+        gauge.get()
+    );
 }
 
 async fn subscriber(server: &TestServer, id: &str) -> RawClient {
@@ -117,8 +121,11 @@ async fn a_dormant_connection_is_taken_over() {
     let server = server().await;
     let mut old = subscriber(&server, "twin").await;
     dormant(&server, 1).await;
-    let (mut new, ack) =
-        RawClient::connect(server.addr, connect_packet(ProtocolVersion::V5, "twin", false)).await;
+    let (mut new, ack) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V5, "twin", false),
+    )
+    .await;
     assert_eq!(ack.code, reason::SUCCESS);
     let got = old.until_closed().await;
     assert!(
@@ -171,10 +178,8 @@ async fn dormant_connections_count_under_the_connection_limit() {
     let meta = switchboard_router::MetaStore::open(dir.path())
         .await
         .expect("meta store");
-    let router = switchboard_router::Router::new(
-        meta,
-        Arc::new(switchboard_memory::MemoryStorage::new()),
-    );
+    let router =
+        switchboard_router::Router::new(meta, Arc::new(switchboard_memory::MemoryStorage::new()));
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
     let settings = MqttSettings {
         dormant_after: Duration::from_millis(200),

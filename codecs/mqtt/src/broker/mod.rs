@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use persist::Opened;
-pub use sessions::{Delivery, Inflight, SessionShared, SessionState, Subscription};
 use sessions::Registered;
+pub use sessions::{Delivery, Inflight, SessionShared, SessionState, Subscription};
 
 use crate::dormant::Lot;
 use crate::mapping::Message;
