@@ -3,11 +3,14 @@
 //! connection loop (`conn`) reads, decodes, calls in, and writes out.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use switchboard_router::now_ms;
+use switchboard_model::TopicPartition;
+use switchboard_router::{RouterError, now_ms};
 
 use crate::broker::{Broker, Delivery, Inflight, SessionShared, SessionState, Subscription};
 use crate::mapping::Message;
@@ -67,11 +70,30 @@ struct Aliases {
     outgoing: HashMap<String, u16>,
 }
 
-/// An MQTT publish received and stored, waiting for its acknowledgement to be sent.
+/// An MQTT publish received, waiting for its acknowledgement (with `code`) to be sent.
 struct Staged {
     qos: QoS,
     packet_id: u16,
+    code: u8,
 }
+
+/// Acknowledgements of stored QoS 1 and 2 publishes waiting for the fsync that makes them
+/// durable. The connection keeps reading meanwhile: publishes that arrive during an fsync are
+/// stored (and delivered) at once and share the next one. Acknowledgements leave in the order
+/// the publishes came (MQTT 5 §4.6), so one sync runs at a time and later ones wait for it.
+#[derive(Default)]
+struct Pipeline {
+    /// Covered by the sync in flight.
+    syncing: Vec<Staged>,
+    /// Received after it started.
+    waiting: Vec<Staged>,
+    /// Partitions written since the sync in flight started.
+    dirty: Vec<TopicPartition>,
+    in_flight: bool,
+}
+
+/// A sync of the partitions a session wrote, run by the connection loop beside its reads.
+pub type SyncJob = Pin<Box<dyn Future<Output = Result<(), RouterError>> + Send>>;
 
 pub struct Session {
     broker: Arc<Broker>,
@@ -93,6 +115,8 @@ pub struct Session {
     /// Whether MQTT 5 reason strings may be sent (Request Problem Information).
     problem_info: bool,
     staged: Vec<Staged>,
+    /// Acknowledgements waiting for an fsync; boxed, as idle and QoS 0 clients have none.
+    pipeline: Option<Box<Pipeline>>,
     /// When the session's position is next stored: set when a persistent session finishes
     /// acknowledging a message, cleared by [`Session::checkpoint`].
     checkpoint_due: Option<tokio::time::Instant>,
@@ -215,6 +239,7 @@ impl Session {
             will,
             problem_info: c.properties.request_problem_information != Some(0),
             staged: Vec::new(),
+            pipeline: None,
             checkpoint_due: None,
             staged_msgs: Vec::new(),
             out: BytesMut::new(),
@@ -450,20 +475,20 @@ impl Session {
                 format!("invalid topic name: {e}"),
             ));
         }
-        if p.qos != QoS::AtMostOnce {
-            let unacked = self.state.incoming_qos2.len() + self.staged.len();
-            if unacked >= usize::from(self.broker.settings.receive_maximum) {
-                return Err(Ending::server(
-                    reason::RECEIVE_MAXIMUM_EXCEEDED,
-                    "more unacknowledged publishes than Receive Maximum",
-                ));
-            }
+        if p.qos != QoS::AtMostOnce
+            && self.unacknowledged() >= usize::from(self.broker.settings.receive_maximum)
+        {
+            return Err(Ending::server(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "more unacknowledged publishes than Receive Maximum",
+            ));
         }
         if p.qos == QoS::ExactlyOnce && !self.state.incoming_qos2.insert(p.packet_id) {
             // A resend of a message already stored: acknowledge it again, store nothing.
             self.staged.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
+                code: reason::SUCCESS,
             });
             return Ok(());
         }
@@ -494,9 +519,21 @@ impl Session {
             self.staged.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
+                code: reason::SUCCESS,
             });
         }
         Ok(())
+    }
+
+    /// QoS 1 and 2 publishes received and not yet acknowledged (QoS 2 until PUBREL), for
+    /// Receive Maximum.
+    fn unacknowledged(&self) -> usize {
+        let qos1 = |v: &Vec<Staged>| v.iter().filter(|s| s.qos == QoS::AtLeastOnce).count();
+        let piped = self
+            .pipeline
+            .as_ref()
+            .map_or(0, |p| qos1(&p.syncing) + qos1(&p.waiting));
+        self.state.incoming_qos2.len() + qos1(&self.staged) + piped
     }
 
     /// Answers a publish we will not store: a reason code for MQTT 5, a closed connection
@@ -505,48 +542,132 @@ impl Session {
         if !self.version.is_v5() {
             return Err(Ending::server(code, "publish refused"));
         }
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(p.packet_id, code))),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack(p.packet_id, code))),
+        if p.qos != QoS::AtMostOnce {
+            // Acknowledged in turn with the publishes before it (§4.6).
+            self.staged.push(Staged {
+                qos: p.qos,
+                packet_id: p.packet_id,
+                code,
+            });
         }
         Ok(())
     }
 
-    /// Stores the staged publishes, then acknowledges them in the order received (§4.6).
+    /// Stores the staged publishes, then acknowledges them in the order received (§4.6): at
+    /// once when nothing needs an fsync, else once the sync covering them has run
+    /// ([`Session::start_sync`]).
     async fn flush_publishes(&mut self) -> Result<(), Ending> {
         if self.staged_msgs.is_empty() && self.staged.is_empty() {
             return Ok(());
         }
         let msgs = std::mem::take(&mut self.staged_msgs);
-        let staged = std::mem::take(&mut self.staged);
+        let mut staged = std::mem::take(&mut self.staged);
         let durable = msgs.iter().any(|m| m.qos != QoS::AtMostOnce);
-        let mut code = reason::SUCCESS;
-        if !msgs.is_empty()
-            && let Err(e) = self.broker.publish(msgs, durable).await
-        {
-            tracing::warn!(client_id = %self.shared.client_id, error = %e, "publish not stored");
-            if !self.version.is_v5() || staged.is_empty() {
-                return Err(Ending::server(
-                    reason::IMPLEMENTATION_SPECIFIC_ERROR,
-                    format!("publish not stored: {e}"),
-                ));
-            }
-            code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
-        }
-        for s in staged {
-            match s.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(s.packet_id, code))),
-                QoS::ExactlyOnce => {
-                    if code != reason::SUCCESS {
-                        self.state.incoming_qos2.remove(&s.packet_id);
+        let mut written = Vec::new();
+        if !msgs.is_empty() {
+            match self.broker.store(msgs).await {
+                Ok(w) => written = w,
+                Err(e) => {
+                    tracing::warn!(client_id = %self.shared.client_id, error = %e, "publish not stored");
+                    if !self.version.is_v5() || staged.is_empty() {
+                        return Err(Ending::server(
+                            reason::IMPLEMENTATION_SPECIFIC_ERROR,
+                            format!("publish not stored: {e}"),
+                        ));
                     }
-                    self.send(&Packet::PubRec(ack(s.packet_id, code)));
+                    for s in &mut staged {
+                        if s.code == reason::SUCCESS {
+                            s.code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
+                        }
+                    }
                 }
             }
         }
+        let must_sync = durable && !written.is_empty();
+        match &mut self.pipeline {
+            Some(p) => {
+                p.waiting.extend(staged);
+                if must_sync {
+                    for tp in written {
+                        if !p.dirty.contains(&tp) {
+                            p.dirty.push(tp);
+                        }
+                    }
+                }
+            }
+            None if must_sync => {
+                self.pipeline = Some(Box::new(Pipeline {
+                    waiting: staged,
+                    dirty: written,
+                    ..Pipeline::default()
+                }));
+            }
+            None => self.acknowledge(staged),
+        }
         Ok(())
+    }
+
+    /// Sends the acknowledgements of `staged`, in order.
+    fn acknowledge(&mut self, staged: Vec<Staged>) {
+        for s in staged {
+            match s.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack(s.packet_id, s.code))),
+                QoS::ExactlyOnce => {
+                    if s.code != reason::SUCCESS {
+                        self.state.incoming_qos2.remove(&s.packet_id);
+                    }
+                    self.send(&Packet::PubRec(ack(s.packet_id, s.code)));
+                }
+            }
+        }
+    }
+
+    /// The next sync to run, if acknowledgements wait for one and none is running: it makes
+    /// durable every partition written since the last one started. The connection loop polls
+    /// it beside its reads and hands the result to [`Session::synced`].
+    pub fn start_sync(&mut self) -> Option<SyncJob> {
+        let p = self.pipeline.as_mut()?;
+        if p.in_flight || p.waiting.is_empty() {
+            return None;
+        }
+        p.syncing = std::mem::take(&mut p.waiting);
+        p.in_flight = true;
+        let partitions = std::mem::take(&mut p.dirty);
+        let router = self.broker.router().clone();
+        Some(Box::pin(async move {
+            for tp in &partitions {
+                router.sync(tp).await?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// A sync from [`Session::start_sync`] has finished: its publishes are acknowledged, or the
+    /// connection closes unacknowledged (the client sends them again).
+    pub fn synced(&mut self, result: Result<(), RouterError>) -> Result<(), Ending> {
+        if let Err(e) = result {
+            tracing::warn!(client_id = %self.shared.client_id, error = %e, "publish not made durable");
+            return Err(Ending::server(
+                reason::IMPLEMENTATION_SPECIFIC_ERROR,
+                format!("publish not stored: {e}"),
+            ));
+        }
+        let Some(p) = self.pipeline.as_mut() else {
+            return Ok(());
+        };
+        p.in_flight = false;
+        let done = std::mem::take(&mut p.syncing);
+        if p.waiting.is_empty() {
+            self.pipeline = None;
+        }
+        self.acknowledge(done);
+        Ok(())
+    }
+
+    /// Whether acknowledgements wait for an fsync.
+    pub fn acks_pending(&self) -> bool {
+        self.pipeline.is_some()
     }
 
     async fn subscribe(&mut self, s: Subscribe) -> Result<(), Ending> {

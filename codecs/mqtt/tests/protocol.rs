@@ -488,3 +488,51 @@ async fn reconnecting_right_after_disconnect_resumes_the_session() {
         }
     }
 }
+
+/// MQTT 5 §4.6: PUBACKs go out in the order the PUBLISHes came, a refused one (here a payload
+/// that is not the UTF-8 its format indicator promises) included, and the stored ones only
+/// after the fsync that makes them durable.
+#[tokio::test]
+async fn acknowledgements_keep_the_order_of_the_publishes_refused_ones_included() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    let (mut p, _) = RawClient::connect(server.addr, connect_packet(v, "in-order", true)).await;
+    let publish = |packet_id: u16, payload: &'static [u8], utf8: bool| {
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "order/t".into(),
+            packet_id,
+            payload: Bytes::from_static(payload),
+            properties: PublishProperties {
+                payload_format_indicator: utf8.then_some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    };
+    // One write, so the broker reads them together.
+    let mut out = bytes::BytesMut::new();
+    for packet in [
+        publish(1, b"first", false),
+        publish(2, &[0xff, 0xfe], true),
+        publish(3, b"third", false),
+    ] {
+        switchboard_mqtt::wire::encode(&packet, v, &mut out);
+    }
+    p.send_raw(&out).await;
+    let mut acks = Vec::new();
+    for _ in 0..3 {
+        match p.recv().await {
+            Some(Packet::PubAck(a)) => acks.push((a.packet_id, a.reason)),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        acks,
+        vec![
+            (1, reason::SUCCESS),
+            (2, reason::PAYLOAD_FORMAT_INVALID),
+            (3, reason::SUCCESS)
+        ]
+    );
+}

@@ -132,3 +132,33 @@ async fn an_empty_sync_append_returns_at_once_without_fsync() {
     assert_eq!((at.base_offset, at.last_offset), (0, 0));
     assert_eq!(s.partition_for_test(&tp).fsyncs.load(Ordering::Relaxed), 0);
 }
+
+/// A busy partition writes back in the background every 32 MiB, so a roll (which must fsync
+/// the whole sealed segment before the next append) finds little left to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_appends_are_written_back_early_in_the_background() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("early-writeback");
+    s.open_partition(&tp).await.unwrap();
+    let p = s.partition_for_test(&tp);
+    // 40 appends of 100 records of 10 KiB: 40 MiB, none of them asking for an fsync.
+    for i in 0..40 {
+        s.append(
+            &tp,
+            vec![batch(100, 10 * 1024, i * 100)],
+            Durability::Buffered,
+        )
+        .await
+        .unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    while p.fsyncs.load(Ordering::Relaxed) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no early writeback after 40 MiB of buffered appends"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(p.commit.durable(), 0, "an early writeback promises nothing");
+}

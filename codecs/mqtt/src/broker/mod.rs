@@ -228,31 +228,43 @@ impl Broker {
     /// Stores messages (in order per topic), then updates the retained store. With `durable`,
     /// returns once the storage's fsync policy considers them acknowledged.
     pub async fn publish(&self, msgs: Vec<Message>, durable: bool) -> Result<(), PublishError> {
+        let written = self.store(msgs).await?;
+        if durable {
+            for tp in &written {
+                self.router.sync(tp).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores messages (in order per topic) without waiting for an fsync, then updates the
+    /// retained store. Subscribers and readers see them at once; they are durable once
+    /// [`Router::sync`] has run on each partition returned.
+    pub async fn store(&self, msgs: Vec<Message>) -> Result<Vec<TopicPartition>, PublishError> {
         let mut by_partition: BTreeMap<TopicPartition, BatchBuilder> = BTreeMap::new();
         for m in &msgs {
             let tp = self.partition_for(&m.topic)?;
             by_partition.entry(tp).or_default().push(m.to_record());
         }
-        let durability = if durable {
-            Durability::Sync
-        } else {
-            Durability::Buffered
-        };
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
         let retained: Vec<(String, Option<Vec<u8>>)> = msgs
             .iter()
             .filter(|m| m.retain)
             .filter_map(|m| Some((m.topic.clone(), self.retained.remember(m)?)))
             .collect();
+        let mut written = Vec::with_capacity(by_partition.len());
         for (tp, builder) in by_partition {
             if let Some(batch) = builder.build() {
-                self.router.append(&tp, vec![batch], durability).await?;
+                self.router
+                    .append(&tp, vec![batch], Durability::Buffered)
+                    .await?;
+                written.push(tp);
             }
         }
         for (topic, change) in retained {
             self.retained.persist(&self.router, &topic, change).await?;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The MQTT-visible streams and their partition counts.
