@@ -298,7 +298,8 @@ impl Traffic {
 pub struct ConfirmArgs {
     #[command(flatten)]
     pub target: AmqpTarget,
-    /// Queues, each with one consumer on a connection of its own.
+    /// Queues, each with one consumer (on a connection of its own, unless
+    /// --channels-per-connection says otherwise).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub queues: u32,
     /// Publishing connections (default: one per queue); publisher i publishes to queue i mod Q.
@@ -315,6 +316,11 @@ pub struct ConfirmArgs {
     /// own. At most --prefetch, or the broker stops delivering before the Nth.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub ack_every: u16,
+    /// Channels per connection: consumers (and publishers) share connections this many at a
+    /// time, as an application with one connection and a channel per queue does. 1 gives every
+    /// consumer and publisher a connection of its own.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub channels_per_connection: u32,
     /// Non-durable queues and transient messages (delivery mode 1). Without it: durable queues
     /// and persistent messages (delivery mode 2), which a broker must store before confirming.
     #[arg(long)]

@@ -188,7 +188,8 @@ async fn measure(
     Ok(report)
 }
 
-/// One connection and channel per consumer, each consuming before anyone publishes.
+/// One channel per consumer (a connection per `--channels-per-connection` of them), each
+/// consuming before anyone publishes.
 async fn start_consumers(
     args: &ConfirmArgs,
     id: &str,
@@ -198,14 +199,17 @@ async fn start_consumers(
     let limit = args.limits.connect_timeout;
     for (i, queue) in (0..).zip(queues) {
         let name = format!("sbbench-{id}-c{i}");
-        let conn = connect(&args.target, &name, limit).await?;
+        if i % args.channels_per_connection == 0 {
+            let conn = connect(&args.target, &name, limit).await?;
+            fleet.connections.push(conn);
+        }
+        let conn = fleet.connections.last().context("a consumer connection")?;
         let channel = bounded(
             format!("{name}: opening a channel"),
             limit,
             conn.create_channel(),
         );
         let channel = channel.await?;
-        fleet.connections.push(conn);
         if args.prefetch > 0 {
             let qos = channel.basic_qos(args.prefetch, BasicQosOptions::default());
             bounded(format!("{name}: basic.qos"), limit, qos).await?;
@@ -233,26 +237,30 @@ async fn start_consumers(
     Ok(())
 }
 
-/// One connection and channel per publisher, in confirm mode.
+/// One channel per publisher (a connection per `--channels-per-connection` of them), in
+/// confirm mode.
 async fn open_publishers(args: &ConfirmArgs, id: &str, fleet: &mut Fleet) -> Result<Vec<Channel>> {
     let limit = args.limits.connect_timeout;
     let mut channels = Vec::new();
     for i in 0..args.publishers() {
         let name = format!("sbbench-{id}-p{i}");
-        let conn = connect(&args.target, &name, limit).await?;
-        watch_blocking(
-            &conn,
-            format!("publisher {i}"),
-            fleet.counters.clone(),
-            &mut fleet.watchers,
-        );
+        if i % args.channels_per_connection == 0 {
+            let conn = connect(&args.target, &name, limit).await?;
+            watch_blocking(
+                &conn,
+                format!("publisher {i}"),
+                fleet.counters.clone(),
+                &mut fleet.watchers,
+            );
+            fleet.connections.push(conn);
+        }
+        let conn = fleet.connections.last().context("a publisher connection")?;
         let channel = bounded(
             format!("{name}: opening a channel"),
             limit,
             conn.create_channel(),
         );
         let channel = channel.await?;
-        fleet.connections.push(conn);
         let select = channel.confirm_select(ConfirmSelectOptions::default());
         bounded(format!("{name}: confirm.select"), limit, select).await?;
         channels.push(channel);
@@ -455,6 +463,10 @@ fn params(args: &ConfirmArgs) -> Map<String, serde_json::Value> {
     p.insert("publishers".into(), json!(args.publishers()));
     p.insert("prefetch".into(), json!(args.prefetch));
     p.insert("ack_every".into(), json!(args.ack_every));
+    p.insert(
+        "channels_per_connection".into(),
+        json!(args.channels_per_connection),
+    );
     p.insert("window".into(), json!(args.window));
     let mode = if args.transient {
         "transient"
