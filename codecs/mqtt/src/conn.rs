@@ -648,8 +648,8 @@ mod tests {
     /// An idle client costs its boxed `Session` and the shared session handle, and until it is
     /// dormant its connection future. These bounds keep a change from quietly multiplying that
     /// (the future was 6.4 KB before the CONNECT exchange and the closing were boxed, the
-    /// session 504 B before its aliases were boxed and its copies of the client id and state
-    /// were dropped).
+    /// session 504 B before its aliases were boxed, its copies of the client id and state were
+    /// dropped and a read's publishes moved to a local of `Session::handle`).
     #[tokio::test]
     async fn an_idle_connection_stays_small() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -680,8 +680,8 @@ mod tests {
         let future = std::mem::size_of_val(&connection);
         assert!(future <= 1408, "connection future is {future} bytes");
         let session = std::mem::size_of::<crate::session::Session>();
-        assert!(session <= 320, "Session is {session} bytes");
+        assert!(session <= 200, "Session is {session} bytes");
         let shared = std::mem::size_of::<crate::broker::SessionShared>();
-        assert!(shared <= 256, "SessionShared is {shared} bytes");
+        assert!(shared <= 200, "SessionShared is {shared} bytes");
     }
 }

@@ -70,6 +70,15 @@ struct Aliases {
     outgoing: HashMap<String, u16>,
 }
 
+/// The publishes of one read, checked and waiting to be stored together; local to
+/// [`Session::handle`], so an idle session carries none of it.
+#[derive(Default)]
+struct Round {
+    /// Acknowledgements owed, in the order the publishes came.
+    acks: Vec<Staged>,
+    msgs: Vec<Message>,
+}
+
 /// An MQTT publish received, waiting for its acknowledgement (with `code`) to be sent.
 struct Staged {
     qos: QoS,
@@ -114,13 +123,11 @@ pub struct Session {
     will: Option<Box<(Message, u32)>>,
     /// Whether MQTT 5 reason strings may be sent (Request Problem Information).
     problem_info: bool,
-    staged: Vec<Staged>,
     /// Acknowledgements waiting for an fsync; boxed, as idle and QoS 0 clients have none.
     pipeline: Option<Box<Pipeline>>,
     /// When the session's position is next stored: set when a persistent session finishes
     /// acknowledging a message, cleared by [`Session::checkpoint`].
     checkpoint_due: Option<tokio::time::Instant>,
-    staged_msgs: Vec<Message>,
     /// Encoded packets to write to the client.
     pub out: BytesMut,
 }
@@ -238,10 +245,8 @@ impl Session {
             aliases: None,
             will,
             problem_info: c.properties.request_problem_information != Some(0),
-            staged: Vec::new(),
             pipeline: None,
             checkpoint_due: None,
-            staged_msgs: Vec::new(),
             out: BytesMut::new(),
         };
         let properties = if v.is_v5() {
@@ -324,16 +329,17 @@ impl Session {
     /// Handles the packets decoded from one read, in order. Consecutive PUBLISH packets are
     /// stored together — one append and, for QoS 1 and 2, one sync — and acknowledged after.
     pub async fn handle(&mut self, packets: Vec<Packet>) -> Result<(), Ending> {
+        let mut round = Round::default();
         for p in packets {
             match p {
-                Packet::Publish(p) => self.stage_publish(p)?,
+                Packet::Publish(p) => self.stage_publish(&mut round, p)?,
                 other => {
-                    self.flush_publishes().await?;
+                    self.flush_publishes(&mut round).await?;
                     self.handle_other(other).await?;
                 }
             }
         }
-        self.flush_publishes().await?;
+        self.flush_publishes(&mut round).await?;
         self.pump();
         Ok(())
     }
@@ -444,7 +450,7 @@ impl Session {
     }
 
     /// Checks a PUBLISH and queues it for storing; §3.3.4 (receiving) and §3.3.2.3.4 (aliases).
-    fn stage_publish(&mut self, mut p: Publish) -> Result<(), Ending> {
+    fn stage_publish(&mut self, round: &mut Round, mut p: Publish) -> Result<(), Ending> {
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.settings.topic_alias_maximum {
                 return Err(Ending::server(
@@ -476,7 +482,7 @@ impl Session {
             ));
         }
         if p.qos != QoS::AtMostOnce
-            && self.unacknowledged() >= usize::from(self.broker.settings.receive_maximum)
+            && self.unacknowledged(round) >= usize::from(self.broker.settings.receive_maximum)
         {
             return Err(Ending::server(
                 reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -485,7 +491,7 @@ impl Session {
         }
         if p.qos == QoS::ExactlyOnce && !self.state.incoming_qos2.insert(p.packet_id) {
             // A resend of a message already stored: acknowledge it again, store nothing.
-            self.staged.push(Staged {
+            round.acks.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
                 code: reason::SUCCESS,
@@ -498,13 +504,13 @@ impl Session {
             if p.qos == QoS::ExactlyOnce {
                 self.state.incoming_qos2.remove(&p.packet_id);
             }
-            return self.refuse_publish(&p, reason::PAYLOAD_FORMAT_INVALID);
+            return self.refuse_publish(round, &p, reason::PAYLOAD_FORMAT_INVALID);
         }
         let now = now_ms();
         let mut properties = p.properties;
         let expiry = properties.message_expiry_interval.take();
         properties.subscription_identifiers.clear();
-        self.staged_msgs.push(Message {
+        round.msgs.push(Message {
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
@@ -516,7 +522,7 @@ impl Session {
             timestamp_ms: now,
         });
         if p.qos != QoS::AtMostOnce {
-            self.staged.push(Staged {
+            round.acks.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
                 code: reason::SUCCESS,
@@ -527,24 +533,24 @@ impl Session {
 
     /// QoS 1 and 2 publishes received and not yet acknowledged (QoS 2 until PUBREL), for
     /// Receive Maximum.
-    fn unacknowledged(&self) -> usize {
+    fn unacknowledged(&self, round: &Round) -> usize {
         let qos1 = |v: &Vec<Staged>| v.iter().filter(|s| s.qos == QoS::AtLeastOnce).count();
         let piped = self
             .pipeline
             .as_ref()
             .map_or(0, |p| qos1(&p.syncing) + qos1(&p.waiting));
-        self.state.incoming_qos2.len() + qos1(&self.staged) + piped
+        self.state.incoming_qos2.len() + qos1(&round.acks) + piped
     }
 
     /// Answers a publish we will not store: a reason code for MQTT 5, a closed connection
     /// for 3.1.1, whose acknowledgements cannot say no.
-    fn refuse_publish(&mut self, p: &Publish, code: u8) -> Result<(), Ending> {
+    fn refuse_publish(&mut self, round: &mut Round, p: &Publish, code: u8) -> Result<(), Ending> {
         if !self.version.is_v5() {
             return Err(Ending::server(code, "publish refused"));
         }
         if p.qos != QoS::AtMostOnce {
             // Acknowledged in turn with the publishes before it (§4.6).
-            self.staged.push(Staged {
+            round.acks.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
                 code,
@@ -556,12 +562,12 @@ impl Session {
     /// Stores the staged publishes, then acknowledges them in the order received (§4.6): at
     /// once when nothing needs an fsync, else once the sync covering them has run
     /// ([`Session::start_sync`]).
-    async fn flush_publishes(&mut self) -> Result<(), Ending> {
-        if self.staged_msgs.is_empty() && self.staged.is_empty() {
+    async fn flush_publishes(&mut self, round: &mut Round) -> Result<(), Ending> {
+        if round.msgs.is_empty() && round.acks.is_empty() {
             return Ok(());
         }
-        let msgs = std::mem::take(&mut self.staged_msgs);
-        let mut staged = std::mem::take(&mut self.staged);
+        let msgs = std::mem::take(&mut round.msgs);
+        let mut staged = std::mem::take(&mut round.acks);
         let durable = msgs.iter().any(|m| m.qos != QoS::AtMostOnce);
         let mut written = Vec::new();
         if !msgs.is_empty() {

@@ -45,6 +45,17 @@ impl TestServer {
         Self::serve(router, settings, Some(dir)).await
     }
 
+    /// A server over `storage` (a test double, say).
+    pub async fn start_on(
+        storage: switchboard_storage::SharedStorage,
+        settings: MqttSettings,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = MetaStore::open(dir.path()).await.expect("meta store");
+        let router = Router::new(meta, storage);
+        Self::serve(router, settings, Some(dir)).await
+    }
+
     /// A server whose streams (native log) and metadata live in `dir`, so that a server
     /// started later on the same directory finds them.
     pub async fn start_in(dir: &std::path::Path) -> Self {
