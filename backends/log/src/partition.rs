@@ -196,17 +196,22 @@ impl Partition {
             let last = self.view().next + offsets.max(1) - 1;
             // A roll fsyncs the whole sealed segment (up to a GiB of dirty pages): never on a
             // runtime thread.
-            if self.should_roll(&writer, bytes, last, now_ms()) {
+            // Both checks see the same `next` (the writer is held) and the same `now`.
+            let now = now_ms();
+            if self.should_roll(&writer, bytes, last, now) {
                 Err(batches)
             } else {
-                Ok(self.append_locked(&mut writer, batches)?)
+                Ok(self.append_locked(&mut writer, batches, now)?)
             }
         } else {
             Err(batches)
         };
         let appended = match inline {
             Ok(appended) => appended,
-            Err(batches) => self.with_writer(|p, w| p.append_locked(w, batches)).await?,
+            Err(batches) => {
+                self.with_writer(|p, w| p.append_locked(w, batches, now_ms()))
+                    .await?
+            }
         };
         self.write_back_early(bytes);
         // The writer is free again: the next appends write while this one waits, and one
@@ -217,9 +222,9 @@ impl Partition {
         Ok(appended)
     }
 
-    /// Starts an fsync of the active segment in the background once enough was appended since
-    /// the last one. It only writes back earlier than otherwise: durability marks are left to
-    /// the group commit, but a failure poisons the partition as any failed fsync does.
+    /// Starts an fsync of what was appended, in the background, once enough was appended since
+    /// the last one. It goes through the group commit like any other (so two fsyncs of the
+    /// partition never overlap, and an error reaches whoever waits, and poisons it).
     fn write_back_early(self: &Arc<Self>, bytes: u64) {
         if !self.config.fsync.syncs()
             || self.unflushed.fetch_add(bytes, Ordering::AcqRel) + bytes < EARLY_WRITEBACK_BYTES
@@ -229,26 +234,26 @@ impl Partition {
         }
         self.unflushed.store(0, Ordering::Release);
         let me = self.clone();
-        let segment = self.view().active.clone();
-        tokio::task::spawn_blocking(move || {
-            match segment.sync() {
-                Ok(()) => {
-                    me.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => me.poison(format!("fsync of segment {} failed: {e}", segment.base())),
+        tokio::spawn(async move {
+            if let Err(e) = me.sync_appended().await {
+                tracing::debug!(partition = %me.tp, error = %e, "early writeback failed");
             }
             me.flushing.store(false, Ordering::Release);
         });
     }
 
     /// Writes a non-empty list of batches at the high watermark.
-    fn append_locked(&self, w: &mut Writer, batches: Vec<RecordBatch>) -> StorageResult<Appended> {
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        batches: Vec<RecordBatch>,
+        now: i64,
+    ) -> StorageResult<Appended> {
         self.check_healthy()?;
         let next = self.view().next;
         let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
         let offsets: u64 = batches.iter().map(|b| b.header().offset_count()).sum();
         check_append_limits(bytes, offsets)?;
-        let now = now_ms();
         if self.should_roll(w, bytes, next + offsets - 1, now) {
             self.roll(w, next)?;
         }

@@ -490,6 +490,12 @@ async fn run(
     if buf.is_empty() {
         // The CONNECT has been read: an idle client holds no read buffer (see the module doc).
         buf = BytesMut::new();
+    } else {
+        // Packets that came in the same read as CONNECT.
+        quiet_for = dormant_after;
+        if let Err(e) = Box::pin(handle_buffered(session, &mut buf, version, max)).await {
+            return Outcome::End(e);
+        }
     }
     loop {
         if session.is_kicked() {
@@ -570,6 +576,7 @@ async fn run(
                     }
                     // Half a packet read, or deliveries held back: stay awake a while more.
                     last_active = now;
+                    quiet_for = dormant_after;
                 }
             }
         }

@@ -223,7 +223,8 @@ impl Keeper {
             }
             let now = Instant::now();
             if now >= next_scan {
-                self.wake_expired(self.ticks(now));
+                // Rounded down, as deadlines are rounded up: never early.
+                self.wake_expired(self.ticks(now).saturating_sub(1));
                 next_scan = now + SCAN_EVERY;
             }
         }

@@ -76,7 +76,23 @@ struct Aliases {
 struct Round {
     /// Acknowledgements owed, in the order the publishes came.
     acks: Vec<Staged>,
+    /// How many of `acks` count against Receive Maximum (see [`Staged::owed`]).
+    owed: usize,
     msgs: Vec<Message>,
+    /// QoS 2 packet ids this read added to `incoming_qos2`: if the read fails before they are
+    /// stored, they are taken out again, or a resend would be acknowledged as stored.
+    fresh_qos2: Vec<u16>,
+    /// Partitions to sync before acknowledging resends of QoS 2 publishes stored earlier: the
+    /// first copy's own acknowledgement may have been waiting for its fsync when the previous
+    /// connection ended.
+    resync: Vec<TopicPartition>,
+}
+
+impl Round {
+    fn push(&mut self, s: Staged) {
+        self.owed += usize::from(s.owed());
+        self.acks.push(s);
+    }
 }
 
 /// An MQTT publish received, waiting for its acknowledgement (with `code`) to be sent.
@@ -84,6 +100,15 @@ struct Staged {
     qos: QoS,
     packet_id: u16,
     code: u8,
+}
+
+impl Staged {
+    /// Whether it counts against Receive Maximum on its own: QoS 1, and QoS 2 refused (an
+    /// accepted QoS 2 publish is counted in `incoming_qos2` until PUBREL).
+    fn owed(&self) -> bool {
+        self.qos == QoS::AtLeastOnce
+            || (self.qos == QoS::ExactlyOnce && self.code != reason::SUCCESS)
+    }
 }
 
 /// Acknowledgements of stored QoS 1 and 2 publishes waiting for the fsync that makes them
@@ -99,6 +124,8 @@ struct Pipeline {
     /// Partitions written since the sync in flight started.
     dirty: Vec<TopicPartition>,
     in_flight: bool,
+    /// How many of `syncing` and `waiting` count against Receive Maximum.
+    owed: usize,
 }
 
 /// A sync of the partitions a session wrote, run by the connection loop beside its reads.
@@ -330,18 +357,34 @@ impl Session {
     /// stored together — one append and, for QoS 1 and 2, one sync — and acknowledged after.
     pub async fn handle(&mut self, packets: Vec<Packet>) -> Result<(), Ending> {
         let mut round = Round::default();
+        let handled = self.handle_round(&mut round, packets).await;
+        if handled.is_err() {
+            // QoS 2 publishes of this read that were never stored must not look stored to the
+            // client's resend.
+            for id in &round.fresh_qos2 {
+                self.state.incoming_qos2.remove(id);
+            }
+        }
+        handled?;
+        self.pump();
+        Ok(())
+    }
+
+    async fn handle_round(
+        &mut self,
+        round: &mut Round,
+        packets: Vec<Packet>,
+    ) -> Result<(), Ending> {
         for p in packets {
             match p {
-                Packet::Publish(p) => self.stage_publish(&mut round, p)?,
+                Packet::Publish(p) => self.stage_publish(round, p)?,
                 other => {
-                    self.flush_publishes(&mut round).await?;
+                    self.flush_publishes(round).await?;
                     self.handle_other(other).await?;
                 }
             }
         }
-        self.flush_publishes(&mut round).await?;
-        self.pump();
-        Ok(())
+        self.flush_publishes(round).await
     }
 
     async fn handle_other(&mut self, p: Packet) -> Result<(), Ending> {
@@ -489,14 +532,21 @@ impl Session {
                 "more unacknowledged publishes than Receive Maximum",
             ));
         }
-        if p.qos == QoS::ExactlyOnce && !self.state.incoming_qos2.insert(p.packet_id) {
-            // A resend of a message already stored: acknowledge it again, store nothing.
-            round.acks.push(Staged {
-                qos: p.qos,
-                packet_id: p.packet_id,
-                code: reason::SUCCESS,
-            });
-            return Ok(());
+        if p.qos == QoS::ExactlyOnce {
+            if !self.state.incoming_qos2.insert(p.packet_id) {
+                // A resend of a message already stored: store nothing, acknowledge it again
+                // once what was stored is durable.
+                if let Ok(tp) = self.broker.partition_for(&p.topic) {
+                    round.resync.push(tp);
+                }
+                round.push(Staged {
+                    qos: p.qos,
+                    packet_id: p.packet_id,
+                    code: reason::SUCCESS,
+                });
+                return Ok(());
+            }
+            round.fresh_qos2.push(p.packet_id);
         }
         if p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&p.payload).is_err()
@@ -522,7 +572,7 @@ impl Session {
             timestamp_ms: now,
         });
         if p.qos != QoS::AtMostOnce {
-            round.acks.push(Staged {
+            round.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
                 code: reason::SUCCESS,
@@ -534,12 +584,8 @@ impl Session {
     /// QoS 1 and 2 publishes received and not yet acknowledged (QoS 2 until PUBREL), for
     /// Receive Maximum.
     fn unacknowledged(&self, round: &Round) -> usize {
-        let qos1 = |v: &Vec<Staged>| v.iter().filter(|s| s.qos == QoS::AtLeastOnce).count();
-        let piped = self
-            .pipeline
-            .as_ref()
-            .map_or(0, |p| qos1(&p.syncing) + qos1(&p.waiting));
-        self.state.incoming_qos2.len() + qos1(&round.acks) + piped
+        let piped = self.pipeline.as_ref().map_or(0, |p| p.owed);
+        self.state.incoming_qos2.len() + round.owed + piped
     }
 
     /// Answers a publish we will not store: a reason code for MQTT 5, a closed connection
@@ -550,7 +596,7 @@ impl Session {
         }
         if p.qos != QoS::AtMostOnce {
             // Acknowledged in turn with the publishes before it (§4.6).
-            round.acks.push(Staged {
+            round.push(Staged {
                 qos: p.qos,
                 packet_id: p.packet_id,
                 code,
@@ -568,11 +614,16 @@ impl Session {
         }
         let msgs = std::mem::take(&mut round.msgs);
         let mut staged = std::mem::take(&mut round.acks);
+        round.owed = 0;
+        let resync = std::mem::take(&mut round.resync);
         let durable = msgs.iter().any(|m| m.qos != QoS::AtMostOnce);
         let mut written = Vec::new();
         if !msgs.is_empty() {
             match self.broker.store(msgs).await {
-                Ok(w) => written = w,
+                Ok(w) => {
+                    written = w;
+                    round.fresh_qos2.clear();
+                }
                 Err(e) => {
                     tracing::warn!(client_id = %self.shared.client_id, error = %e, "publish not stored");
                     if !self.version.is_v5() || staged.is_empty() {
@@ -582,33 +633,36 @@ impl Session {
                         ));
                     }
                     for s in &mut staged {
-                        if s.code == reason::SUCCESS {
+                        // Resends of QoS 2 publishes stored before are not part of this failure.
+                        let this_read =
+                            s.qos != QoS::ExactlyOnce || round.fresh_qos2.contains(&s.packet_id);
+                        if s.code == reason::SUCCESS && this_read {
                             s.code = reason::IMPLEMENTATION_SPECIFIC_ERROR;
                         }
+                    }
+                    // Not stored: a resend must be stored, not taken for a duplicate.
+                    for id in round.fresh_qos2.drain(..) {
+                        self.state.incoming_qos2.remove(&id);
                     }
                 }
             }
         }
-        let must_sync = durable && !written.is_empty();
-        match &mut self.pipeline {
-            Some(p) => {
-                p.waiting.extend(staged);
-                if must_sync {
-                    for tp in written {
-                        if !p.dirty.contains(&tp) {
-                            p.dirty.push(tp);
-                        }
-                    }
-                }
+        if !durable {
+            written.clear();
+        }
+        written.extend(resync);
+        let must_sync = !written.is_empty();
+        if self.pipeline.is_none() && !must_sync {
+            self.acknowledge(staged);
+            return Ok(());
+        }
+        let p = self.pipeline.get_or_insert_default();
+        p.owed += staged.iter().filter(|s| s.owed()).count();
+        p.waiting.extend(staged);
+        for tp in written {
+            if !p.dirty.contains(&tp) {
+                p.dirty.push(tp);
             }
-            None if must_sync => {
-                self.pipeline = Some(Box::new(Pipeline {
-                    waiting: staged,
-                    dirty: written,
-                    ..Pipeline::default()
-                }));
-            }
-            None => self.acknowledge(staged),
         }
         Ok(())
     }
@@ -664,6 +718,9 @@ impl Session {
         };
         p.in_flight = false;
         let done = std::mem::take(&mut p.syncing);
+        p.owed = p
+            .owed
+            .saturating_sub(done.iter().filter(|s| s.owed()).count());
         if p.waiting.is_empty() {
             self.pipeline = None;
         }

@@ -154,3 +154,78 @@ async fn puback_waits_for_the_fsync_but_the_connection_reads_on() {
     }
     assert_eq!(acks, vec![(1, reason::SUCCESS), (2, reason::SUCCESS)]);
 }
+
+/// A QoS 2 publish whose PUBREC was still waiting for its fsync when the connection dropped:
+/// the client's resend is not stored again (exactly once), and it is acknowledged only once the
+/// first copy is durable.
+#[tokio::test]
+async fn a_resent_qos2_publish_is_acknowledged_only_once_durable() {
+    let storage = Arc::new(GatedSync {
+        inner: MemoryStorage::new(),
+        gate: Semaphore::new(0),
+    });
+    let server = TestServer::start_on(storage.clone(), MqttSettings::default()).await;
+    let v = ProtocolVersion::V5;
+    let mut connect = connect_packet(v, "resender", true);
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut first, _) = RawClient::connect(server.addr, connect.clone()).await;
+    let qos2 = |dup: bool| {
+        Packet::Publish(Publish {
+            qos: QoS::ExactlyOnce,
+            dup,
+            topic: "gate/q2".into(),
+            packet_id: 9,
+            payload: Bytes::from_static(b"once"),
+            ..Default::default()
+        })
+    };
+    first.send(&qos2(false)).await;
+    first.send(&Packet::PingReq).await;
+    assert_eq!(
+        first.recv().await,
+        Some(Packet::PingResp),
+        "no PUBREC before the fsync"
+    );
+    drop(first);
+
+    connect.clean_start = false;
+    let (mut second, ack) = RawClient::connect(server.addr, connect).await;
+    assert!(ack.session_present);
+    second.send(&qos2(true)).await;
+    second.send(&Packet::PingReq).await;
+    assert_eq!(
+        second.recv().await,
+        Some(Packet::PingResp),
+        "no PUBREC for the resend before the first copy is durable"
+    );
+    storage.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    assert!(
+        matches!(second.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 9 && r.reason == reason::SUCCESS)
+    );
+}
+
+/// Packets sent in the same write as CONNECT are handled without waiting for more bytes.
+#[tokio::test]
+async fn packets_behind_connect_in_one_write_are_handled() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V311;
+    let mut c = RawClient::open(server.addr, v).await;
+    let mut out = bytes::BytesMut::new();
+    switchboard_mqtt::wire::encode(
+        &Packet::Connect(Box::new(connect_packet(v, "eager", true))),
+        v,
+        &mut out,
+    );
+    switchboard_mqtt::wire::encode(
+        &Packet::Subscribe(Subscribe {
+            packet_id: 3,
+            filters: vec![("eager/#".into(), SubscriptionOptions::default())],
+            properties: Default::default(),
+        }),
+        v,
+        &mut out,
+    );
+    c.send_raw(&out).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(a)) if a.packet_id == 3));
+}
