@@ -135,7 +135,7 @@ impl Partition {
             (view.next, view.active.clone())
         };
         let me = self.clone();
-        blocking(move || match segment.sync() {
+        blocking(move || match me.fsync_exclusive(|| segment.sync()) {
             Ok(()) => {
                 me.fsyncs.fetch_add(1, Ordering::Relaxed);
                 Ok(upto)

@@ -7,6 +7,7 @@
 //! so a reader sees an offset below the high watermark only once its batch is in the file.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -83,6 +84,8 @@ pub(crate) struct Partition {
     unflushed: AtomicU64,
     /// An early writeback is running.
     flushing: std::sync::atomic::AtomicBool,
+    /// Held while an fsync of the partition's files runs; see [`Partition::fsync_exclusive`].
+    fsync_lock: std::sync::Mutex<()>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -110,6 +113,7 @@ impl Partition {
             tail: std::sync::Mutex::new(TailCache::new(config.tail_cache_bytes)),
             unflushed: AtomicU64::new(0),
             flushing: std::sync::atomic::AtomicBool::new(false),
+            fsync_lock: std::sync::Mutex::new(()),
             config,
         }
     }
@@ -222,9 +226,21 @@ impl Partition {
         Ok(appended)
     }
 
-    /// Starts an fsync of what was appended, in the background, once enough was appended since
-    /// the last one. It goes through the group commit like any other (so two fsyncs of the
-    /// partition never overlap, and an error reaches whoever waits, and poisons it).
+    /// Runs an fsync of this partition's files with no other running (Linux reports a writeback
+    /// error to only one of two overlapping fsyncs: the other could then publish data as durable
+    /// that is not), and refuses to once the partition is poisoned.
+    pub(crate) fn fsync_exclusive(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let _one = self.fsync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = self.poisoned.get() {
+            return Err(io::Error::other(why.clone()));
+        }
+        sync()
+    }
+
+    /// Starts an fsync of the active segment in the background once enough was appended since
+    /// the last one, so that the roll that seals it has little left to write. It promises
+    /// nothing (durability marks are the group commit's), but a failure poisons the partition
+    /// as any failed fsync does, and it never overlaps another fsync of the partition.
     fn write_back_early(self: &Arc<Self>, bytes: u64) {
         if !self.config.fsync.syncs()
             || self.unflushed.fetch_add(bytes, Ordering::AcqRel) + bytes < EARLY_WRITEBACK_BYTES
@@ -234,9 +250,13 @@ impl Partition {
         }
         self.unflushed.store(0, Ordering::Release);
         let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.sync_appended().await {
-                tracing::debug!(partition = %me.tp, error = %e, "early writeback failed");
+        let segment = self.view().active.clone();
+        tokio::task::spawn_blocking(move || {
+            match me.fsync_exclusive(|| segment.sync()) {
+                Ok(()) => {
+                    me.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => me.poison(format!("fsync of segment {} failed: {e}", segment.base())),
             }
             me.flushing.store(false, Ordering::Release);
         });
@@ -323,7 +343,7 @@ impl Partition {
         }
         let syncs = self.config.fsync.syncs();
         if syncs {
-            if let Err(e) = old.sync_all() {
+            if let Err(e) = self.fsync_exclusive(|| old.sync_all()) {
                 self.poison(format!("fsync of segment {} failed: {e}", old.base()));
                 return Err(e.into());
             }
