@@ -17,6 +17,8 @@ pub struct Faults {
     down: AtomicBool,
     failing_appends: AtomicU32,
     failing_reads: AtomicU32,
+    syncs_held: AtomicBool,
+    syncs_released: tokio::sync::Notify,
 }
 
 impl Faults {
@@ -30,6 +32,26 @@ impl Faults {
     }
     pub fn fail_next_reads(&self, n: u32) {
         self.failing_reads.store(n, Ordering::SeqCst);
+    }
+    /// `sync` calls wait from now until `hold_syncs(false)`: an fsync that takes as long as
+    /// the test likes.
+    pub fn hold_syncs(&self, hold: bool) {
+        self.syncs_held.store(hold, Ordering::SeqCst);
+        if !hold {
+            self.syncs_released.notify_waiters();
+        }
+    }
+
+    async fn held_sync(&self) {
+        loop {
+            let released = self.syncs_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.syncs_held.load(Ordering::SeqCst) {
+                return;
+            }
+            released.await;
+        }
     }
 
     fn check(&self, op: &str) -> StorageResult<()> {
@@ -136,6 +158,12 @@ impl Storage for FaultyStorage {
     async fn flush(&self) -> StorageResult<()> {
         self.faults.check("flush")?;
         self.inner.flush().await
+    }
+
+    async fn sync(&self, tp: &TopicPartition) -> StorageResult<()> {
+        self.faults.check("sync")?;
+        self.faults.held_sync().await;
+        self.inner.sync(tp).await
     }
 
     async fn remove_partition(&self, tp: &TopicPartition) -> StorageResult<()> {

@@ -5,87 +5,21 @@ mod common;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use common::{RawClient, TestServer, connect_packet};
 use switchboard_memory::MemoryStorage;
-use switchboard_model::{Offset, RecordBatch, TopicPartition};
 use switchboard_mqtt::broker::MqttSettings;
 use switchboard_mqtt::wire::{
     Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, reason,
 };
-use switchboard_storage::{
-    Appended, Bounds, Durability, ReadChunk, Retention, Storage, StorageResult,
-};
-use tokio::sync::Semaphore;
+use switchboard_storage::fault::{Faults, FaultyStorage};
 
-/// Memory storage whose `sync` waits until the test lets it through.
-struct GatedSync {
-    inner: MemoryStorage,
-    gate: Semaphore,
-}
-
-#[async_trait]
-impl Storage for GatedSync {
-    fn kind(&self) -> &'static str {
-        "gated"
-    }
-    async fn open_partition(&self, tp: &TopicPartition) -> StorageResult<Bounds> {
-        self.inner.open_partition(tp).await
-    }
-    async fn append(
-        &self,
-        tp: &TopicPartition,
-        batches: Vec<RecordBatch>,
-        durability: Durability,
-    ) -> StorageResult<Appended> {
-        let appended = self.inner.append(tp, batches, Durability::Buffered).await?;
-        if durability == Durability::Sync {
-            self.sync(tp).await?;
-        }
-        Ok(appended)
-    }
-    async fn read(
-        &self,
-        tp: &TopicPartition,
-        from: Offset,
-        max_bytes: usize,
-    ) -> StorageResult<ReadChunk> {
-        self.inner.read(tp, from, max_bytes).await
-    }
-    async fn bounds(&self, tp: &TopicPartition) -> StorageResult<Bounds> {
-        self.inner.bounds(tp).await
-    }
-    async fn offset_for_timestamp(
-        &self,
-        tp: &TopicPartition,
-        timestamp_ms: i64,
-    ) -> StorageResult<Option<(Offset, i64)>> {
-        self.inner.offset_for_timestamp(tp, timestamp_ms).await
-    }
-    async fn delete_before(&self, tp: &TopicPartition, offset: Offset) -> StorageResult<Offset> {
-        self.inner.delete_before(tp, offset).await
-    }
-    async fn apply_retention(
-        &self,
-        tp: &TopicPartition,
-        retention: Retention,
-        now_ms: i64,
-    ) -> StorageResult<Offset> {
-        self.inner.apply_retention(tp, retention, now_ms).await
-    }
-    async fn flush(&self) -> StorageResult<()> {
-        self.inner.flush().await
-    }
-    async fn sync(&self, tp: &TopicPartition) -> StorageResult<()> {
-        let permit = self.gate.acquire().await.expect("gate open");
-        // Every sync passes once the gate is open.
-        drop(permit);
-        self.inner.sync(tp).await
-    }
-    async fn remove_partition(&self, tp: &TopicPartition) -> StorageResult<()> {
-        self.inner.remove_partition(tp).await
-    }
+/// A server over memory storage whose fsyncs the test holds until it releases them.
+async fn held_syncs() -> (TestServer, Arc<Faults>) {
+    let (storage, faults) = FaultyStorage::new(Arc::new(MemoryStorage::new()));
+    faults.hold_syncs(true);
+    let server = TestServer::start_on(Arc::new(storage), MqttSettings::default()).await;
+    (server, faults)
 }
 
 fn publish(packet_id: u16, payload: &'static [u8]) -> Packet {
@@ -100,11 +34,7 @@ fn publish(packet_id: u16, payload: &'static [u8]) -> Packet {
 
 #[tokio::test]
 async fn puback_waits_for_the_fsync_but_the_connection_reads_on() {
-    let storage = Arc::new(GatedSync {
-        inner: MemoryStorage::new(),
-        gate: Semaphore::new(0),
-    });
-    let server = TestServer::start_on(storage.clone(), MqttSettings::default()).await;
+    let (server, faults) = held_syncs().await;
     let v = ProtocolVersion::V5;
     let (mut sub, _) = RawClient::connect(server.addr, connect_packet(v, "gate-sub", true)).await;
     sub.send(&Packet::Subscribe(Subscribe {
@@ -144,7 +74,7 @@ async fn puback_waits_for_the_fsync_but_the_connection_reads_on() {
         "no PUBACK may come before the fsync"
     );
 
-    storage.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    faults.hold_syncs(false);
     let mut acks = Vec::new();
     for _ in 0..2 {
         match publisher.recv().await {
@@ -160,11 +90,7 @@ async fn puback_waits_for_the_fsync_but_the_connection_reads_on() {
 /// first copy is durable.
 #[tokio::test]
 async fn a_resent_qos2_publish_is_acknowledged_only_once_durable() {
-    let storage = Arc::new(GatedSync {
-        inner: MemoryStorage::new(),
-        gate: Semaphore::new(0),
-    });
-    let server = TestServer::start_on(storage.clone(), MqttSettings::default()).await;
+    let (server, faults) = held_syncs().await;
     let v = ProtocolVersion::V5;
     let mut connect = connect_packet(v, "resender", true);
     connect.properties.session_expiry_interval = Some(300);
@@ -198,7 +124,7 @@ async fn a_resent_qos2_publish_is_acknowledged_only_once_durable() {
         Some(Packet::PingResp),
         "no PUBREC for the resend before the first copy is durable"
     );
-    storage.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    faults.hold_syncs(false);
     assert!(
         matches!(second.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 9 && r.reason == reason::SUCCESS)
     );
