@@ -7,11 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{RawClient, TestServer, WAIT, connect_packet};
+use common::{RawClient, TestServer, WAIT, closed_for_keep_alive, connect_packet, subscribe};
 use switchboard_mqtt::broker::MqttSettings;
-use switchboard_mqtt::wire::{
-    Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe, SubscriptionOptions, reason,
-};
+use switchboard_mqtt::wire::{Packet, ProtocolVersion, PubResp, Publish, QoS, reason};
 
 async fn server() -> TestServer {
     TestServer::start_with(MqttSettings {
@@ -41,18 +39,7 @@ async fn subscriber(server: &TestServer, id: &str) -> RawClient {
     let (mut c, ack) =
         RawClient::connect(server.addr, connect_packet(ProtocolVersion::V5, id, true)).await;
     assert_eq!(ack.code, reason::SUCCESS);
-    c.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            "dormant/#".into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        )],
-        properties: Default::default(),
-    }))
-    .await;
+    c.send(&subscribe(1, "dormant/#", QoS::AtLeastOnce)).await;
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
     c
 }
@@ -103,15 +90,7 @@ async fn keep_alive_runs_out_while_dormant() {
     let (mut c, _) = RawClient::connect(server.addr, connect).await;
     dormant(&server, 1).await;
     let got = c.until_closed().await;
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1400),
-        "closed after {waited:?}"
-    );
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == reason::KEEP_ALIVE_TIMEOUT),
-        "{got:?}"
-    );
+    closed_for_keep_alive(&got, started);
     dormant(&server, 0).await;
     assert_eq!(server.broker.metrics.connections.get(), 0);
 }
@@ -166,59 +145,27 @@ async fn connections_stay_awake_when_dormancy_is_off() {
 
 #[tokio::test]
 async fn dormant_connections_count_under_the_connection_limit() {
-    use std::sync::Arc;
-    use switchboard_mqtt::broker::Broker;
-    use switchboard_mqtt::conn::{Transport, serve_listener};
-    use switchboard_mqtt::metrics::MqttMetrics;
     use tokio::io::AsyncReadExt;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let meta = switchboard_router::MetaStore::open(dir.path())
-        .await
-        .expect("meta store");
-    let router =
-        switchboard_router::Router::new(meta, Arc::new(switchboard_memory::MemoryStorage::new()));
-    let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
     let settings = MqttSettings {
         dormant_after: Duration::from_millis(200),
         ..Default::default()
     };
-    let metrics = MqttMetrics::unregistered().expect("metrics");
-    let broker = Broker::start(router, settings, metrics, cancel.clone(), tracker.clone())
-        .await
-        .expect("broker starts");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let limit = 1;
-    tracker.spawn(serve_listener(
-        broker.clone(),
-        listener,
-        Transport::Tcp,
-        limit,
-        cancel.clone(),
-        tracker.clone(),
-    ));
-
-    let (_first, ack) =
-        RawClient::connect(addr, connect_packet(ProtocolVersion::V5, "first", true)).await;
-    assert_eq!(ack.code, reason::SUCCESS);
-    let waited = tokio::time::timeout(WAIT, async {
-        while broker.metrics.dormant.get() != 1 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
+    let server = TestServer::start_limited(settings, 1).await;
+    let (_first, ack) = RawClient::connect(
+        server.addr,
+        connect_packet(ProtocolVersion::V5, "first", true),
+    )
     .await;
-    assert!(waited.is_ok(), "the first connection did not go dormant");
+    assert_eq!(ack.code, reason::SUCCESS);
+    dormant(&server, 1).await;
     // The dormant connection still holds the only slot: the next one is closed unanswered.
-    let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut second = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(WAIT, second.read(&mut byte))
         .await
         .expect("the second connection is closed in time");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    cancel.cancel();
 }

@@ -6,12 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{RawClient, TestServer, connect_packet};
+use common::{RawClient, TestServer, connect_packet, subscribe};
 use switchboard_memory::MemoryStorage;
 use switchboard_mqtt::broker::MqttSettings;
-use switchboard_mqtt::wire::{
-    Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, reason,
-};
+use switchboard_mqtt::wire::{Packet, ProtocolVersion, Publish, QoS, reason};
 use switchboard_storage::fault::{Faults, FaultyStorage};
 
 /// A server over memory storage whose fsyncs the test holds until it releases them.
@@ -37,18 +35,7 @@ async fn puback_waits_for_the_fsync_but_the_connection_reads_on() {
     let (server, faults) = held_syncs().await;
     let v = ProtocolVersion::V5;
     let (mut sub, _) = RawClient::connect(server.addr, connect_packet(v, "gate-sub", true)).await;
-    sub.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            "gate/#".into(),
-            SubscriptionOptions {
-                qos: QoS::AtMostOnce,
-                ..Default::default()
-            },
-        )],
-        properties: Default::default(),
-    }))
-    .await;
+    sub.send(&subscribe(1, "gate/#", QoS::AtMostOnce)).await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     let (mut publisher, ack) =
         RawClient::connect(server.addr, connect_packet(v, "gate-pub", true)).await;
@@ -142,15 +129,7 @@ async fn packets_behind_connect_in_one_write_are_handled() {
         v,
         &mut out,
     );
-    switchboard_mqtt::wire::encode(
-        &Packet::Subscribe(Subscribe {
-            packet_id: 3,
-            filters: vec![("eager/#".into(), SubscriptionOptions::default())],
-            properties: Default::default(),
-        }),
-        v,
-        &mut out,
-    );
+    switchboard_mqtt::wire::encode(&subscribe(3, "eager/#", QoS::AtMostOnce), v, &mut out);
     c.send_raw(&out).await;
     assert!(matches!(c.recv().await, Some(Packet::ConnAck(_))));
     assert!(matches!(c.recv().await, Some(Packet::SubAck(a)) if a.packet_id == 3));

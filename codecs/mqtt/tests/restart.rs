@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{RawClient, TestServer, connect_packet};
+use common::{RawClient, TestServer, connect_packet, subscribe};
 use switchboard_mqtt::wire::{
     Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe, SubscriptionOptions,
 };
@@ -32,18 +32,7 @@ async fn persistent_session_and_retained_messages_survive_a_restart() {
     let mut connect = connect_packet(v, "durable", false);
     connect.properties.session_expiry_interval = Some(3600);
     let (mut c, _) = RawClient::connect(server.addr, connect.clone()).await;
-    c.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            "orders/#".into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..Default::default()
-            },
-        )],
-        properties: Default::default(),
-    }))
-    .await;
+    c.send(&subscribe(1, "orders/#", QoS::AtLeastOnce)).await;
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
     c.send(&Packet::Disconnect(Default::default())).await;
     assert!(c.until_closed().await.is_empty());

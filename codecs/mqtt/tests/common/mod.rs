@@ -13,7 +13,9 @@ use switchboard_memory::MemoryStorage;
 use switchboard_mqtt::broker::{Broker, MqttSettings};
 use switchboard_mqtt::conn::{Transport, serve_listener};
 use switchboard_mqtt::metrics::MqttMetrics;
-use switchboard_mqtt::wire::{self, Connect, ConnectProperties, Packet, ProtocolVersion};
+use switchboard_mqtt::wire::{
+    self, Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
+};
 use switchboard_router::{MetaStore, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,6 +58,14 @@ impl TestServer {
         Self::serve(router, settings, Some(dir)).await
     }
 
+    /// A server that accepts at most `max_connections` MQTT connections at once.
+    pub async fn start_limited(settings: MqttSettings, max_connections: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let meta = MetaStore::open(dir.path()).await.expect("meta store");
+        let router = Router::new(meta, Arc::new(MemoryStorage::new()));
+        Self::serve_limited(router, settings, Some(dir), max_connections).await
+    }
+
     /// A server whose streams (native log) and metadata live in `dir`, so that a server
     /// started later on the same directory finds them.
     pub async fn start_in(dir: &std::path::Path) -> Self {
@@ -86,6 +96,15 @@ impl TestServer {
         settings: MqttSettings,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
+        Self::serve_limited(router, settings, dir, 1000).await
+    }
+
+    async fn serve_limited(
+        router: Arc<Router>,
+        settings: MqttSettings,
+        dir: Option<tempfile::TempDir>,
+        max_connections: usize,
+    ) -> Self {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let metrics = MqttMetrics::unregistered().expect("metrics");
@@ -104,7 +123,7 @@ impl TestServer {
             broker.clone(),
             listener,
             Transport::Tcp,
-            1000,
+            max_connections,
             cancel.clone(),
             tracker.clone(),
         ));
@@ -117,7 +136,7 @@ impl TestServer {
             broker.clone(),
             ws,
             transport,
-            1000,
+            max_connections,
             cancel.clone(),
             tracker.clone(),
         ));
@@ -206,6 +225,35 @@ impl RawClient {
         }
         got
     }
+}
+
+/// SUBSCRIBE to one filter.
+pub fn subscribe(packet_id: u16, filter: &str, qos: QoS) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id,
+        filters: vec![(
+            filter.into(),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+        properties: Default::default(),
+    })
+}
+
+/// Checks that a client with a 1 s keep-alive was closed for it, no sooner than 1.5 s after
+/// `started`, having been sent `got` (an MQTT 5 DISCONNECT 0x8D).
+pub fn closed_for_keep_alive(got: &[Packet], started: tokio::time::Instant) {
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed after {waited:?}"
+    );
+    assert!(
+        matches!(got, [Packet::Disconnect(d)] if d.reason == wire::reason::KEEP_ALIVE_TIMEOUT),
+        "{got:?}"
+    );
 }
 
 pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bool) -> Connect {
