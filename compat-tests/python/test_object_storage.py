@@ -5,6 +5,7 @@ in the background); a direct-mode broker restarted on a clean disk serves what w
 the store going away mid-run costs clients retries, never an acknowledged message.
 Switchboard only."""
 import os
+import shutil
 import time
 import uuid
 
@@ -166,12 +167,14 @@ def test_tiered_mode_serves_old_offsets_from_the_store(weed, server_factory):
         bases = [int(p.stem) for p in local.glob("*.log")]
         return min(bases) if bases else 0
 
-    # Rounds run every 200 ms; a machine busy with builds has stretched this past 30 s once.
+    # Rounds run every 200 ms. SeaweedFS marks its volumes read-only below 1 % free disk and
+    # then leaves writes unanswered: the free space is part of the message.
     deadline = time.monotonic() + 60
     while local_start() == 0:
+        free_gib = shutil.disk_usage(s.data_dir).free / 2**30
         assert time.monotonic() < deadline, \
-            f"the local log never dropped an uploaded segment: {sorted(local.glob('*.log'))}; " \
-            f"server log: {s.log_tail(3000)}"
+            f"the local log never dropped an uploaded segment ({free_gib:.1f} GiB of disk free): " \
+            f"{sorted(p.name for p in local.glob('*.log'))}; server log: {s.log_tail(3000)}"
         time.sleep(0.1)
     got = consume_all(s.bootstrap, topic, 2000)
     assert [m.value() for m in got] == values

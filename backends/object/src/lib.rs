@@ -424,14 +424,24 @@ impl ObjectStorage {
         .await
     }
 
-    /// The first offset of the newest runs holding at least `keep_bytes`: what a local copy
-    /// must keep for its newest `keep_bytes` to stay local. `None` when nothing is stored.
+    /// The first offset of about the newest `keep_bytes` stored: what a local copy must keep
+    /// for its newest `keep_bytes` to stay local. Within the run that crosses the mark the
+    /// offset is taken in proportion to its bytes, so one large run (an upload that found much
+    /// to copy) does not pin the whole local log. `None` when nothing is stored.
     pub fn keep_from(&self, tp: &TopicPartition, keep_bytes: u64) -> Option<Offset> {
         self.part(tp, |p| {
             let mut kept = 0u64;
             let mut from = p.next;
             for e in p.entries.iter().rev() {
                 if kept >= keep_bytes {
+                    break;
+                }
+                let need = keep_bytes - kept;
+                if e.len > need && e.last >= e.base {
+                    let count = e.last - e.base + 1;
+                    let share = u128::from(count) * u128::from(need) / u128::from(e.len);
+                    let keep = u64::try_from(share).unwrap_or(count).clamp(1, count);
+                    from = (e.last + 1 - keep).max(p.log_start);
                     break;
                 }
                 kept += e.len;
