@@ -19,7 +19,6 @@ Numbers from one run on a shared machine are noisy: compare columns of one run, 
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -36,7 +35,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "compat-tests" / "python"))
-from weedkit import Weed, free_port  # noqa: E402  (the suite's SeaweedFS runner)
+from prockit import free_port, terminate  # noqa: E402  (the suite's process helpers)
+from weedkit import Weed  # noqa: E402  (the suite's SeaweedFS runner)
 
 
 def wait_http(url, timeout=60):
@@ -70,8 +70,7 @@ class Switchboard:
         return f"127.0.0.1:{self.kafka}"
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        terminate(self.proc, 30)
 
 
 def create_topic(bootstrap, topic, partitions):

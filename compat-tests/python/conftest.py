@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from prockit import free_ports, terminate
+
 # The cases shared by the client test files live in modules pytest does not collect by itself:
 # their asserts are rewritten as a test file's are, for the same failure messages.
 pytest.register_assert_rewrite("cases_kafka", "cases_mqtt", "cases_amqp")
@@ -45,21 +47,6 @@ def binary() -> str:
     return os.environ.get("SB_TEST_BIN", str(ROOT / "target" / "debug" / "switchboard"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n: int) -> list:
-    """n distinct ports the OS just handed out (two free_port() calls can return the same one:
-    the first socket is closed before the second binds)."""
-    ports = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def wait_for_port(port, is_alive, describe, timeout=30.0):
@@ -192,13 +179,7 @@ class Server:
         self.proc.wait(timeout=30)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
 
     def is_alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -513,13 +494,7 @@ class Mosquitto:
         self.proc.wait(timeout=30)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
 
     def restart(self):
         self.stop()

@@ -3,21 +3,15 @@ real S3 server on free loopback ports: used by the object-storage cases
 (test_object_storage.py) and by bench/kafka_storage.py."""
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
+from prockit import free_ports, terminate
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def weed_binary():
@@ -39,10 +33,7 @@ class Weed:
         names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                  "filer.port", "filer.port.grpc", "s3.port.grpc", "admin.port",
                  "admin.port.grpc"]
-        ports = set()
-        while len(ports) < len(names) + 1:
-            ports.add(free_port())
-        ports = list(ports)
+        ports = free_ports(len(names) + 1)
         self.s3_port = ports.pop()
         self.flags = [f"-{n}={p}" for n, p in zip(names, ports)]
         self.proc = None
@@ -82,13 +73,7 @@ class Weed:
             return None
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 20)
 
     def log_tail(self, n=3000):
         try:

@@ -41,10 +41,6 @@ const CONNECT_CHUNK: usize = 512;
 const MAX_PACKETS_PER_ROUND: usize = 1024;
 /// A buffer that grew past this is dropped once empty rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// Quiet time after which a connection that has sent nothing since CONNACK goes dormant (at
-/// most `dormant_after`): none, it sleeps as soon as it has nothing more to read. Most clients
-/// of a large deployment connect and wait; those that go on to talk pay one wake-up for it.
-const FRESH_QUIET: Duration = Duration::ZERO;
 
 /// Which transport a listener serves.
 #[derive(Debug, Clone)]
@@ -477,13 +473,11 @@ async fn run(
     let can_sleep = matches!(io, Io::Tcp(_))
         && session.broker().lot().is_some()
         && !session.broker().cancel_token().is_cancelled();
-    // A new connection that stays quiet after CONNACK sleeps at once: its task is then reused
-    // by the next one to connect instead of adding to the process's high-water mark.
-    let mut quiet_for = if fresh {
-        dormant_after.min(FRESH_QUIET)
-    } else {
-        dormant_after
-    };
+    // A new connection sleeps as soon as it has nothing more to say after CONNACK: most
+    // clients of a large deployment connect and wait, and its task is then reused by the next
+    // one to connect instead of adding to the process's high-water mark. Those that go on to
+    // talk pay one wake-up for it.
+    let mut quiet_for = if fresh { Duration::ZERO } else { dormant_after };
     let mut last_active = Instant::now();
     // The fsync that QoS 1 and 2 acknowledgements wait for, run beside the reads.
     let mut sync: Option<SyncJob> = None;

@@ -239,17 +239,22 @@ impl Keeper {
 
     /// Wakes the connections whose keep-alive ran out by `now` (in ticks).
     fn wake_expired(&mut self, now: u32) {
-        let due: Vec<Key> = self
+        self.wake_where(|s| s.deadline <= now);
+    }
+
+    /// Wakes every sleeping connection whose slot satisfies `pick`.
+    fn wake_where(&mut self, pick: impl Fn(&Slot) -> bool) {
+        let keys: Vec<Key> = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.dormant.is_some() && s.deadline <= now)
+            .filter(|(_, s)| s.dormant.is_some() && pick(s))
             .map(|(i, s)| Key {
                 slot: i as u32,
                 seq: s.seq,
             })
             .collect();
-        for key in due {
+        for key in keys {
             self.wake(key);
         }
     }
@@ -343,19 +348,7 @@ impl Keeper {
     }
 
     fn wake_all(&mut self) {
-        let keys: Vec<Key> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.dormant.is_some())
-            .map(|(i, s)| Key {
-                slot: i as u32,
-                seq: s.seq,
-            })
-            .collect();
-        for key in keys {
-            self.wake(key);
-        }
+        self.wake_where(|_| true);
     }
 
     fn resume(&self, d: Dormant) {

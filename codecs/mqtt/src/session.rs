@@ -117,13 +117,12 @@ impl Staged {
 /// the publishes came (MQTT 5 §4.6), so one sync runs at a time and later ones wait for it.
 #[derive(Default)]
 struct Pipeline {
-    /// Covered by the sync in flight.
+    /// Covered by the sync in flight; empty when none is.
     syncing: Vec<Staged>,
     /// Received after it started.
     waiting: Vec<Staged>,
     /// Partitions written since the sync in flight started.
     dirty: Vec<TopicPartition>,
-    in_flight: bool,
     /// How many of `syncing` and `waiting` count against Receive Maximum.
     owed: usize,
 }
@@ -688,11 +687,10 @@ impl Session {
     /// it beside its reads and hands the result to [`Session::synced`].
     pub fn start_sync(&mut self) -> Option<SyncJob> {
         let p = self.pipeline.as_mut()?;
-        if p.in_flight || p.waiting.is_empty() {
+        if !p.syncing.is_empty() || p.waiting.is_empty() {
             return None;
         }
         p.syncing = std::mem::take(&mut p.waiting);
-        p.in_flight = true;
         let partitions = std::mem::take(&mut p.dirty);
         let router = self.broker.router().clone();
         Some(Box::pin(async move {
@@ -716,7 +714,6 @@ impl Session {
         let Some(p) = self.pipeline.as_mut() else {
             return Ok(());
         };
-        p.in_flight = false;
         let done = std::mem::take(&mut p.syncing);
         p.owed = p
             .owed
