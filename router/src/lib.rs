@@ -252,6 +252,20 @@ impl Router {
         batches: Vec<RecordBatch>,
         durability: Durability,
     ) -> RouterResult<Appended> {
+        self.append_then(tp, batches, durability, |_| {}).await
+    }
+
+    /// Like [`append`](Self::append), running `then` once the batches are stored and before
+    /// anyone waiting for appends to `tp` is woken, while appends to `tp` wait: a front end
+    /// that hands its own messages to its readers there (and raises their position) spares
+    /// them a wake-up. Not run for a batch that was a duplicate.
+    pub async fn append_then(
+        &self,
+        tp: &TopicPartition,
+        batches: Vec<RecordBatch>,
+        durability: Durability,
+        then: impl FnOnce(&Appended),
+    ) -> RouterResult<Appended> {
         let handle = self.partition(tp).await?;
         let appended = {
             let mut producers = handle.producers.lock().await;
@@ -297,6 +311,7 @@ impl Router {
                 producers.record(h, at);
                 at += h.offset_count();
             }
+            then(&appended);
             handle.advance(appended.last_offset + 1);
             appended
         };

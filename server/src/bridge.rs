@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use switchboard_amqp::amqp_types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -94,11 +95,24 @@ async fn follow(
             return;
         }
     };
+    let position = Arc::new(AtomicU64::new(from));
+    // With nothing bound to `amq.topic` the records would go nowhere: step over them without
+    // waking up (an MQTT publish would otherwise wake this task on another thread).
+    let wake = {
+        let (amqp, position) = (amqp.clone(), position.clone());
+        move |high_watermark: Offset| {
+            let bound = amqp.has_bindings(BRIDGED_VHOST, BRIDGED_EXCHANGE);
+            if !bound {
+                position.fetch_max(high_watermark, Ordering::AcqRel);
+            }
+            bound
+        }
+    };
     let handle = |from: Offset, batches: Vec<Bytes>| {
         let (amqp, tp) = (amqp.clone(), tp.clone());
         async move { forward_batches(&amqp, &tp, from, batches).await }
     };
-    router.tail(&tp, from, &cancel, handle).await;
+    router.tail(&tp, position, wake, &cancel, handle).await;
 }
 
 async fn forward_batches(

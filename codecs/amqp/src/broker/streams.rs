@@ -4,6 +4,7 @@
 //! credit; nothing is removed. This is the bridge that lets Kafka producers feed AMQP
 //! consumers and AMQP publishers feed Kafka consumers.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -239,7 +240,15 @@ impl Reader {
                 }
             }
         };
-        router.tail(&self.tp, from, &self.cancel, handle).await;
+        router
+            .tail(
+                &self.tp,
+                Arc::new(AtomicU64::new(from)),
+                |_| true,
+                &self.cancel,
+                handle,
+            )
+            .await;
     }
 
     async fn pause(&self) {

@@ -1,13 +1,16 @@
 //! Fan-out: one tailer per partition of each MQTT-visible stream reads what was appended and
-//! pushes each record to the sessions whose subscriptions match its topic.
+//! pushes each record to the sessions whose subscriptions match its topic. An MQTT publisher
+//! delivers its own messages as soon as they are stored, on its own task, when the tailer has
+//! nothing older left to deliver: the tailer then only has records from other front ends (a
+//! Kafka producer) and publishes that came in while it was busy.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard_model::{Offset, Record, TopicPartition, records_from};
+use switchboard_model::{Offset, TopicPartition, next_offset, records_from};
 use switchboard_router::now_ms;
 
 use super::{Broker, Delivery, PublishError, SessionShared, lock, read};
@@ -16,6 +19,14 @@ use crate::wire::QoS;
 
 /// How often the partition counts of MQTT-visible streams are checked.
 const PARTITION_CHECK: Duration = Duration::from_secs(5);
+
+/// Where a partition's fan-out stands: every record below `pos` has been handed to the
+/// sessions. The tailer and publishers delivering their own messages take `turn` to deliver,
+/// so each record is delivered once and in offset order.
+pub(super) struct Tail {
+    pos: Arc<AtomicU64>,
+    turn: Mutex<()>,
+}
 
 /// One session's share of a record: the highest QoS of its matching subscriptions, the
 /// retain flag to send, and the matching subscription ids.
@@ -46,11 +57,14 @@ impl Broker {
                     continue;
                 }
                 let hw = self.router.bounds(&tp).await?.high_watermark;
-                let pos = Arc::new(AtomicU64::new(hw));
-                lock(&self.tails).insert(tp.clone(), pos.clone());
+                let tail = Arc::new(Tail {
+                    pos: Arc::new(AtomicU64::new(hw)),
+                    turn: Mutex::new(()),
+                });
+                lock(&self.tails).insert(tp.clone(), tail.clone());
                 let broker = self.clone();
                 self.tracker
-                    .spawn(async move { broker.tail(tp, pos).await });
+                    .spawn(async move { broker.tail(tp, tail).await });
             }
         }
         Ok(())
@@ -86,39 +100,67 @@ impl Broker {
     pub(crate) fn tail_positions(&self) -> super::Positions {
         lock(&self.tails)
             .iter()
-            .map(|(tp, pos)| (tp.clone(), pos.load(Ordering::Acquire)))
+            .map(|(tp, tail)| (tp.clone(), tail.pos.load(Ordering::Acquire)))
             .collect()
     }
 
-    async fn tail(self: Arc<Self>, tp: TopicPartition, pos: Arc<AtomicU64>) {
-        let from = pos.load(Ordering::Acquire);
+    async fn tail(self: Arc<Self>, tp: TopicPartition, tail: Arc<Tail>) {
         let handle = |from: Offset, batches: Vec<Bytes>| {
-            let next = self.fan_out(&tp, from, batches);
-            pos.store(next, Ordering::Release);
+            let _turn = lock(&tail.turn);
+            // A publisher may have delivered part of the chunk since it was read.
+            let from = from.max(tail.pos.load(Ordering::Acquire));
+            let next = self.fan_out(&tp, from, batches).max(from);
+            tail.pos.store(next, Ordering::Release);
             std::future::ready(next)
         };
-        self.router.tail(&tp, from, &self.cancel, handle).await;
+        self.router
+            .tail(&tp, tail.pos.clone(), |_| true, &self.cancel, handle)
+            .await;
+    }
+
+    /// Delivers messages a publisher has just stored in `tp` from `base` on, if everything
+    /// before them has been delivered and the tailer is not delivering right now; otherwise the
+    /// tailer delivers them when it reads them. Runs before the append wakes the tailer
+    /// ([`Router::append_then`]), so a tailer that is left with nothing sleeps on.
+    pub(super) fn deliver_own(&self, tp: &TopicPartition, base: Offset, msgs: Vec<Message>) {
+        let Some(tail) = lock(&self.tails).get(tp).cloned() else {
+            return;
+        };
+        let Ok(_turn) = tail.turn.try_lock() else {
+            return;
+        };
+        if tail.pos.load(Ordering::Acquire) != base {
+            return;
+        }
+        let next = base + msgs.len() as Offset;
+        for (offset, msg) in (base..).zip(msgs) {
+            self.deliver(tp, offset, Arc::new(msg));
+        }
+        tail.pos.store(next, Ordering::Release);
     }
 
     /// Delivers the records at or after `from`; returns the offset after the last batch.
     fn fan_out(&self, tp: &TopicPartition, from: Offset, batches: Vec<Bytes>) -> Offset {
+        if next_offset(&batches, from) <= from {
+            return from;
+        }
         let followed = records_from(batches, from);
         if followed.unreadable > 0 {
             tracing::warn!(%tp, from, batches = followed.unreadable,
                 "MQTT subscribers cannot receive batches that do not decode");
         }
         for r in &followed.records {
-            self.deliver_record(tp, r);
+            let msg = Message::from_record(tp.stream.as_str(), r);
+            self.deliver(tp, r.offset, Arc::new(msg));
         }
         followed.next
     }
 
-    fn deliver_record(&self, tp: &TopicPartition, record: &Record) {
-        let msg = Arc::new(Message::from_record(tp.stream.as_str(), record));
+    fn deliver(&self, tp: &TopicPartition, offset: Offset, msg: Arc<Message>) {
         if msg.is_expired(now_ms()) {
             return;
         }
-        let origin = Some((tp.clone(), record.offset));
+        let origin = Some((tp.clone(), offset));
         for t in self.targets(&msg) {
             let d = Delivery {
                 msg: msg.clone(),

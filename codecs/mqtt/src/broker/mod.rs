@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use switchboard_model::{BatchBuilder, Offset, StreamName, TopicPartition, stable_hash};
 use switchboard_router::{Router, RouterError, now_ms};
-use switchboard_storage::Durability;
+use switchboard_storage::{Appended, Durability};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -113,8 +113,8 @@ pub struct Broker {
     retained: RetainedStore,
     /// Partitions per MQTT-visible stream.
     streams: RwLock<BTreeMap<StreamName, u32>>,
-    /// Read position of each partition's tailer: everything below has been fanned out.
-    tails: Mutex<BTreeMap<TopicPartition, Arc<AtomicU64>>>,
+    /// Fan-out position of each partition: everything below has been delivered.
+    tails: Mutex<BTreeMap<TopicPartition, Arc<fanout::Tail>>>,
     shared_cursor: AtomicU64,
     next_client_id: AtomicU64,
     cancel: CancellationToken,
@@ -241,22 +241,29 @@ impl Broker {
     /// retained store. Subscribers and readers see them at once; they are durable once
     /// [`Router::sync`] has run on each partition returned.
     pub async fn store(&self, msgs: Vec<Message>) -> Result<Vec<TopicPartition>, PublishError> {
-        let mut by_partition: BTreeMap<TopicPartition, BatchBuilder> = BTreeMap::new();
-        for m in &msgs {
-            let tp = self.partition_for(&m.topic)?;
-            by_partition.entry(tp).or_default().push(m.to_record());
-        }
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
-        let retained: Vec<(String, Option<Vec<u8>>)> = msgs
-            .iter()
+        let mut by_partition: BTreeMap<TopicPartition, Vec<Message>> = BTreeMap::new();
+        for m in msgs {
+            let tp = self.partition_for(&m.topic)?;
+            by_partition.entry(tp).or_default().push(m);
+        }
+        // A topic's messages share a partition, so this keeps each topic's order.
+        let retained: Vec<(String, Option<Vec<u8>>)> = by_partition
+            .values()
+            .flatten()
             .filter(|m| m.retain)
             .filter_map(|m| Some((m.topic.clone(), self.retained.remember(m)?)))
             .collect();
         let mut written = Vec::with_capacity(by_partition.len());
-        for (tp, builder) in by_partition {
+        for (tp, msgs) in by_partition {
+            let mut builder = BatchBuilder::default();
+            for m in &msgs {
+                builder.push(m.to_record());
+            }
             if let Some(batch) = builder.build() {
+                let deliver = |a: &Appended| self.deliver_own(&tp, a.base_offset, msgs);
                 self.router
-                    .append(&tp, vec![batch], Durability::Buffered)
+                    .append_then(&tp, vec![batch], Durability::Buffered, deliver)
                     .await?;
                 written.push(tp);
             }
