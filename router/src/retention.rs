@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_model::TopicPartition;
-use switchboard_storage::Retention;
+use switchboard_storage::{Retention, StorageError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Router, StreamMeta, now_ms};
@@ -56,12 +56,17 @@ pub fn spawn_retention(
                 }
                 for p in 0..meta.partitions {
                     let tp = TopicPartition::new(meta.name.clone(), p);
-                    if let Err(e) = router
+                    match router
                         .storage()
                         .apply_retention(&tp, retention, now_ms())
                         .await
                     {
-                        tracing::warn!(partition = %tp, error = %e, "retention pass failed");
+                        Ok(_) => {}
+                        // Created in the routing table, not yet written to: nothing to remove.
+                        Err(StorageError::UnknownPartition(_)) => {}
+                        Err(e) => {
+                            tracing::warn!(partition = %tp, error = %e, "retention pass failed");
+                        }
                     }
                 }
             }
