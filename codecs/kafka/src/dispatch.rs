@@ -1,5 +1,8 @@
 //! Decodes one request frame, runs its handler and encodes the answer.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -10,15 +13,29 @@ use crate::wire::{self, Preamble, WireError};
 use crate::{KafkaContext, unsupported, versions};
 
 /// What to send back for one frame.
-#[derive(Debug)]
-pub enum Reply {
+pub enum Reply<'a> {
     Frame(Bytes),
     /// acks=0 produce: the protocol sends nothing.
     Nothing,
+    /// acks=all produce: the answer, once an fsync has covered the request's appends.
+    Later(Pending<'a>),
+}
+
+/// An answer that is not ready yet.
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Result<Bytes, WireError>> + Send + 'a>>;
+
+impl std::fmt::Debug for Reply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Frame(b) => f.debug_tuple("Frame").field(b).finish(),
+            Reply::Nothing => f.write_str("Nothing"),
+            Reply::Later(_) => f.write_str("Later"),
+        }
+    }
 }
 
 /// Handles one frame. An error means the connection must be closed.
-pub async fn dispatch(ctx: &KafkaContext, mut frame: Bytes) -> Result<Reply, WireError> {
+pub async fn dispatch(ctx: &KafkaContext, mut frame: Bytes) -> Result<Reply<'_>, WireError> {
     let pre = wire::peek_preamble(&frame)?;
     // An unknown key has no response layout to answer in, so the connection closes.
     let api = ApiKey::try_from(pre.api_key).map_err(|()| WireError::UnknownApiKey(pre.api_key))?;
@@ -59,7 +76,11 @@ pub async fn dispatch(ctx: &KafkaContext, mut frame: Bytes) -> Result<Reply, Wir
 /// kafka-protocol can decode and encode (we could not even find where the header ends, nor lay
 /// out a response the client would parse), or a body that does not decode (the frame is garbage
 /// and the stream may be out of step).
-pub(crate) fn refuse(api: ApiKey, pre: Preamble, mut frame: Bytes) -> Result<Reply, WireError> {
+pub(crate) fn refuse(
+    api: ApiKey,
+    pre: Preamble,
+    mut frame: Bytes,
+) -> Result<Reply<'static>, WireError> {
     let version = pre.api_version;
     let codec = api.valid_versions();
     if !(codec.min..=codec.max).contains(&version) {

@@ -30,7 +30,10 @@ pub struct Request<'a> {
     pub api: ApiKey,
 }
 
-fn reply<R: Encodable + HeaderVersion>(req: &Request<'_>, body: &R) -> Result<Reply, WireError> {
+fn reply<'a, R: Encodable + HeaderVersion>(
+    req: &Request<'_>,
+    body: &R,
+) -> Result<Reply<'a>, WireError> {
     wire::encode_response(req.header.correlation_id, req.version, body).map(Reply::Frame)
 }
 
@@ -44,20 +47,28 @@ macro_rules! route {
     }};
 }
 
-pub async fn handle(
-    ctx: &KafkaContext,
+pub async fn handle<'a>(
+    ctx: &'a KafkaContext,
     req: Request<'_>,
     mut body: Bytes,
-) -> Result<Reply, WireError> {
+) -> Result<Reply<'a>, WireError> {
     match req.api {
         ApiKey::ApiVersions => route!(ctx, req, body, api_versions::handle),
         ApiKey::Metadata => route!(ctx, req, body, metadata::handle),
         ApiKey::Produce => {
             let decoded = wire::decode_body(req.api, req.version, &mut body)?;
-            match produce::handle(ctx, &req, decoded).await {
-                Some(response) => reply(&req, &response),
-                None => Ok(Reply::Nothing),
+            let appended = produce::append(ctx, &req, decoded).await;
+            if appended.acks == 0 {
+                return Ok(Reply::Nothing);
             }
+            if appended.to_sync.is_empty() {
+                return reply(&req, &appended.response);
+            }
+            let (correlation_id, version) = (req.header.correlation_id, req.version);
+            Ok(Reply::Later(Box::pin(async move {
+                let response = produce::sync(ctx, appended).await;
+                wire::encode_response(correlation_id, version, &response)
+            })))
         }
         ApiKey::Fetch => route!(ctx, req, body, fetch::handle),
         ApiKey::ListOffsets => route!(ctx, req, body, list_offsets::handle),

@@ -2,8 +2,6 @@
 //! passes through untouched. acks=all waits for durability (the storage's fsync policy);
 //! acks=0 gets no answer at all.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -16,18 +14,32 @@ use super::{Request, ensure_topic, stream_name};
 use crate::KafkaContext;
 use crate::errors::router_error_code;
 
-pub async fn handle(
-    ctx: &KafkaContext,
-    _req: &Request<'_>,
-    body: ProduceRequest,
-) -> Option<ProduceResponse> {
-    let durability = match body.acks {
+/// A produce request whose batches are appended: its answer, and the partitions an fsync must
+/// cover before the answer goes out (acks=all).
+pub struct Appended {
+    pub acks: i16,
+    pub response: ProduceResponse,
+    pub to_sync: Vec<TopicPartition>,
+}
+
+/// Appends the request's batches without waiting for an fsync; [`sync`] finishes an acks=all
+/// answer. The connection reads the next produce request in between, so one fsync can cover
+/// several requests (`conn.rs`).
+pub async fn append(ctx: &KafkaContext, _req: &Request<'_>, body: ProduceRequest) -> Appended {
+    let acks = body.acks;
+    let durability = match acks {
         -1 => Durability::Sync,
         0 | 1 => Durability::Buffered,
-        _ => return Some(invalid_acks(body)),
+        _ => {
+            return Appended {
+                acks,
+                response: invalid_acks(body),
+                to_sync: Vec::new(),
+            };
+        }
     };
     let mut responses = Vec::with_capacity(body.topic_data.len());
-    let mut to_sync = HashSet::new();
+    let mut to_sync = Vec::new();
     for topic in body.topic_data {
         let stream = stream_name(&topic.name);
         let exists = match &stream {
@@ -40,8 +52,11 @@ pub async fn handle(
                 (Some(s), true) => {
                     let tp = TopicPartition::new(s.clone(), p.index.max(0) as u32);
                     let r = append_one(ctx, s, p.index, &tp, p.records).await;
-                    if r.error_code == 0 && durability == Durability::Sync {
-                        to_sync.insert(tp);
+                    if r.error_code == 0
+                        && durability == Durability::Sync
+                        && !to_sync.contains(&tp)
+                    {
+                        to_sync.push(tp);
                     }
                     r.with_index(p.index)
                 }
@@ -56,18 +71,29 @@ pub async fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    // Appends went in buffered; one sync per partition afterwards lets concurrent producers
-    // share the fsync (group commit) instead of paying one each.
-    for tp in to_sync {
+    Appended {
+        acks,
+        response: ProduceResponse::default().with_responses(responses),
+        to_sync,
+    }
+}
+
+/// Makes an acks=all request's appends durable and returns its answer; a partition whose fsync
+/// failed answers KAFKA_STORAGE_ERROR. Appends went in buffered and concurrent requests sync
+/// afterwards, so they share fsyncs (group commit) instead of paying one each.
+pub async fn sync(ctx: &KafkaContext, appended: Appended) -> ProduceResponse {
+    let mut response = appended.response;
+    for tp in appended.to_sync {
         if let Err(e) = ctx.router.storage().sync(&tp).await {
             tracing::warn!(partition = %tp, error = %e, "sync for acks=all failed");
-            fail_partition(&mut responses, &tp, ResponseError::KafkaStorageError.code());
+            fail_partition(
+                &mut response.responses,
+                &tp,
+                ResponseError::KafkaStorageError.code(),
+            );
         }
     }
-    if body.acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
+    response
 }
 
 async fn append_one(
