@@ -52,9 +52,7 @@ pub async fn append(ctx: &KafkaContext, _req: &Request<'_>, body: ProduceRequest
                 (Some(s), true) => {
                     let tp = TopicPartition::new(s.clone(), p.index.max(0) as u32);
                     let r = append_one(ctx, s, p.index, &tp, p.records).await;
-                    if r.error_code == 0
-                        && durability == Durability::Sync
-                        && !to_sync.contains(&tp)
+                    if r.error_code == 0 && durability == Durability::Sync && !to_sync.contains(&tp)
                     {
                         to_sync.push(tp);
                     }
