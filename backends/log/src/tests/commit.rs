@@ -8,6 +8,7 @@ use switchboard_storage::conformance::batch;
 use switchboard_storage::{Durability, Storage};
 
 use super::{fill, tp};
+use crate::partition::EARLY_WRITEBACK_BYTES;
 use crate::{FsyncPolicy, LogConfig, LogStorage};
 
 async fn open(root: &std::path::Path, fsync: FsyncPolicy) -> Arc<LogStorage> {
@@ -133,8 +134,8 @@ async fn an_empty_sync_append_returns_at_once_without_fsync() {
     assert_eq!(s.partition_for_test(&tp).fsyncs.load(Ordering::Relaxed), 0);
 }
 
-/// A busy partition is fsynced in the background every 32 MiB, so a roll (which must fsync the
-/// whole sealed segment before the next append) finds little left to write.
+/// A busy partition is fsynced in the background every `EARLY_WRITEBACK_BYTES`, so a roll (which
+/// must fsync the whole sealed segment before the next append) finds little left to write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_appends_are_written_back_early_in_the_background() {
     let root = tempfile::tempdir().unwrap();
@@ -142,8 +143,9 @@ async fn buffered_appends_are_written_back_early_in_the_background() {
     let tp = tp("early-writeback");
     s.open_partition(&tp).await.unwrap();
     let p = s.partition_for_test(&tp);
-    // 40 appends of 100 records of 10 KiB: 40 MiB, none of them asking for an fsync.
-    for i in 0..40 {
+    // Appends of 100 records of 10 KiB, none of them asking for an fsync, to twice the mark.
+    let appends = (2 * EARLY_WRITEBACK_BYTES / (100 * 10 * 1024) + 1) as i64;
+    for i in 0..appends {
         s.append(
             &tp,
             vec![batch(100, 10 * 1024, i * 100)],
@@ -156,7 +158,7 @@ async fn buffered_appends_are_written_back_early_in_the_background() {
     while p.fsyncs.load(Ordering::Relaxed) == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no early writeback after 40 MiB of buffered appends"
+            "no early writeback after {appends} buffered appends of 1 MB"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
