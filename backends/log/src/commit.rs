@@ -134,6 +134,8 @@ impl Partition {
             let view = self.view();
             (view.next, view.active.clone())
         };
+        // What was appended so far is covered: no early writeback needed for it.
+        self.unflushed.store(0, Ordering::Release);
         let me = self.clone();
         blocking(move || match me.fsync_exclusive(|| segment.sync()) {
             Ok(()) => {

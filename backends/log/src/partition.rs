@@ -85,8 +85,9 @@ pub(crate) struct Partition {
     pub(crate) fsyncs: AtomicU64,
     /// The batches appended last; see [`TailCache`].
     tail: std::sync::Mutex<TailCache>,
-    /// Bytes appended since the last early writeback started (see [`EARLY_WRITEBACK_BYTES`]).
-    unflushed: AtomicU64,
+    /// Bytes appended since the last fsync (early writeback or group commit) started (see
+    /// [`EARLY_WRITEBACK_BYTES`]).
+    pub(crate) unflushed: AtomicU64,
     /// An early writeback is running.
     flushing: std::sync::atomic::AtomicBool,
     /// Held while an fsync of the partition's files runs; see [`Partition::fsync_exclusive`].

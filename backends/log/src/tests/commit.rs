@@ -164,3 +164,18 @@ async fn buffered_appends_are_written_back_early_in_the_background() {
     }
     assert_eq!(p.commit.durable(), 0, "an early writeback promises nothing");
 }
+
+/// A group-commit fsync covers what was appended before it, so the early writeback counts from
+/// it: a partition whose writers sync often (acks=all, MQTT QoS 1) gets no extra fsyncs.
+#[tokio::test]
+async fn a_group_commit_restarts_the_early_writeback_count() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("writeback-count");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 5, 100, 0).await;
+    let p = s.partition_for_test(&tp);
+    assert!(p.unflushed.load(Ordering::Acquire) > 0);
+    s.sync(&tp).await.unwrap();
+    assert_eq!(p.unflushed.load(Ordering::Acquire), 0);
+}
