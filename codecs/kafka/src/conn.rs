@@ -103,9 +103,20 @@ async fn serve_connection(
                     return Ok(());
                 }
             }
-            let reply = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                r = dispatch(ctx, frame) => r?,
+            // Earlier answers go out as they become ready while this request is handled: a
+            // finished fsync is published to its other waiters only when its future is polled.
+            let handling = dispatch(ctx, frame);
+            tokio::pin!(handling);
+            let reply = loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    r = &mut handling => break r?,
+                    Some(out) = waiting.next(), if !waiting.is_empty() => {
+                        if !send(ctx, &mut stream, out?).await {
+                            return Ok(());
+                        }
+                    }
+                }
             };
             match reply {
                 Reply::Frame(out) if waiting.is_empty() => {
