@@ -98,6 +98,13 @@ pub struct MqttConfig {
     pub checkpoint_interval: HumanDuration,
     /// Quiet time after which a connection goes dormant; zero keeps connections awake.
     pub dormant_after: HumanDuration,
+    /// Flow control: deliveries queued for a connected subscriber at which the connections
+    /// publishing to it pause; 0 turns flow control off.
+    pub flow_high_messages: u64,
+    /// Queued deliveries at or below which paused publishers resume; at most the high mark.
+    pub flow_low_messages: u64,
+    /// The longest one pause lasts.
+    pub flow_max_pause: HumanDuration,
     /// A valid stream name.
     pub default_stream: String,
     /// At least 1.
@@ -456,6 +463,12 @@ impl Config {
             return Err((key, "must not be zero".into()));
         }
         let flow_marks = [
+            (
+                "mqtt.flow_low_messages",
+                mqtt.flow_low_messages,
+                mqtt.flow_high_messages,
+                "mqtt.flow_high_messages",
+            ),
             (
                 "amqp.flow_low_messages",
                 amqp.flow_low_messages,

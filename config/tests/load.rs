@@ -584,3 +584,19 @@ fn amqp_flow_control_defaults_and_marks() {
     assert_eq!(config.amqp.flow_high_messages, 0);
     assert!(config.amqp.flow_max_pause.get().is_zero());
 }
+
+#[test]
+fn mqtt_flow_control_defaults_and_marks() {
+    let mqtt = defaults().mqtt;
+    assert_eq!(mqtt.flow_high_messages, 1000);
+    assert_eq!(mqtt.flow_low_messages, 500);
+    assert_eq!(mqtt.flow_max_pause, HumanDuration::from_secs(1));
+
+    let err = load_err(None, &[], &["mqtt.flow_low_messages=1001"]);
+    assert!(
+        err.to_string().contains("`mqtt.flow_low_messages`"),
+        "{err}"
+    );
+    let config = load(None, [], &sets(&["mqtt.flow_high_messages=0"])).unwrap();
+    assert_eq!(config.mqtt.flow_high_messages, 0);
+}

@@ -409,6 +409,11 @@ fn mqtt_settings(config: &Config) -> anyhow::Result<MqttSettings> {
         connect_timeout: m.connect_timeout.0,
         checkpoint_interval: m.checkpoint_interval.0,
         dormant_after: m.dormant_after.0,
+        flow: switchboard_mqtt::broker::MqttFlow {
+            high: m.flow_high_messages as usize,
+            low: m.flow_low_messages as usize,
+            max_pause: m.flow_max_pause.0,
+        },
         default_stream: stream(&m.default_stream, "mqtt.default_stream")?,
         stream_partitions: m.stream_partitions,
         routes,

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, SessionShared};
 use crate::dormant::Dormant;
 use crate::session::{Ending, Session, SyncJob};
 use crate::wire::{self, ConnAck, DecodeError, Packet, ProtocolVersion};
@@ -481,19 +481,35 @@ async fn run(
     let mut last_active = Instant::now();
     // The fsync that QoS 1 and 2 acknowledgements wait for, run beside the reads.
     let mut sync: Option<SyncJob> = None;
+    // Flow control (`broker::flow`): subscribers whose backlog stops this connection's reads,
+    // until when at most.
+    let mut held: Vec<Arc<SessionShared>> = Vec::new();
+    let mut held_until = Instant::now();
     if buf.is_empty() {
         // The CONNECT has been read: an idle client holds no read buffer (see the module doc).
         buf = BytesMut::new();
     } else {
         // Packets that came in the same read as CONNECT.
         quiet_for = dormant_after;
-        if let Err(e) = Box::pin(handle_buffered(session, &mut buf, version, max)).await {
-            return Outcome::End(e);
+        match Box::pin(handle_buffered(session, &mut buf, version, max)).await {
+            Ok(backlog) => hold(session, &mut held, &mut held_until, backlog),
+            Err(e) => return Outcome::End(e),
         }
     }
     loop {
         if session.is_kicked() {
             return Outcome::End(kicked(session, io, &mut buf, version, max).await);
+        }
+        if !held.is_empty()
+            && (Instant::now() >= held_until
+                || !session.broker().holds(session.shared(), &mut held))
+        {
+            held.clear();
+        }
+        let paused = !held.is_empty();
+        if paused {
+            // Not reading is not the client's silence.
+            last_heard = Instant::now();
         }
         if sync.is_none() {
             sync = session.start_sync();
@@ -509,14 +525,18 @@ async fn run(
             }
         }
         let silent_until = last_heard + keep_alive.unwrap_or(far);
-        let sleep_at = can_sleep.then(|| last_active + quiet_for);
+        let sleep_at = (can_sleep && !paused).then(|| last_active + quiet_for);
         // One timer for all: a second one would grow every connection's future.
         let mut deadline = silent_until;
-        for due in [session.checkpoint_due(), sleep_at].into_iter().flatten() {
+        let resume_at = paused.then_some(held_until);
+        for due in [session.checkpoint_due(), sleep_at, resume_at]
+            .into_iter()
+            .flatten()
+        {
             deadline = deadline.min(due);
         }
         tokio::select! {
-            read = io.read(&mut buf) => {
+            read = io.read(&mut buf), if !paused => {
                 match read {
                     Ok(0) => return Outcome::End(Ending::Dropped),
                     Ok(_) => {}
@@ -528,8 +548,9 @@ async fn run(
                 last_heard = Instant::now();
                 last_active = last_heard;
                 quiet_for = dormant_after;
-                if let Err(e) = Box::pin(handle_buffered(session, &mut buf, version, max)).await {
-                    return Outcome::End(e);
+                match Box::pin(handle_buffered(session, &mut buf, version, max)).await {
+                    Ok(backlog) => hold(session, &mut held, &mut held_until, backlog),
+                    Err(e) => return Outcome::End(e),
                 }
                 if buf.is_empty() {
                     // Idle connections hold no read buffer.
@@ -585,6 +606,27 @@ async fn run_sync(sync: &mut Option<SyncJob>) -> Result<(), RouterError> {
     }
 }
 
+/// Adds the subscribers a read left backlogged to those holding the connection back; a pause
+/// that starts now lasts at most `flow.max_pause`.
+fn hold(
+    session: &Session,
+    held: &mut Vec<Arc<SessionShared>>,
+    held_until: &mut Instant,
+    backlog: Vec<Arc<SessionShared>>,
+) {
+    if backlog.is_empty() {
+        return;
+    }
+    if held.is_empty() {
+        *held_until = Instant::now() + session.broker().settings.flow.max_pause;
+    }
+    for s in backlog {
+        if !held.iter().any(|h| Arc::ptr_eq(h, &s)) {
+            held.push(s);
+        }
+    }
+}
+
 /// The connection was told to close (takeover, shutdown). Packets the client sent before that
 /// (a PUBREC, say) are still in the socket: they are handled, so the session is handed over
 /// with them.
@@ -616,7 +658,8 @@ async fn handle_buffered(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     max: usize,
-) -> Result<(), Ending> {
+) -> Result<Vec<Arc<SessionShared>>, Ending> {
+    let mut backlog = Vec::new();
     loop {
         let mut packets = Vec::new();
         let mut failed = None;
@@ -632,12 +675,16 @@ async fn handle_buffered(
         }
         let full = packets.len() == MAX_PACKETS_PER_ROUND;
         // Packets before a bad one are still handled: they were valid and may be acknowledged.
-        session.handle(packets).await?;
+        for s in session.handle(packets).await? {
+            if !backlog.iter().any(|b| Arc::ptr_eq(b, &s)) {
+                backlog.push(s);
+            }
+        }
         if let Some(e) = failed {
             return Err(Ending::server(e.reason_code(), e.to_string()));
         }
         if !full {
-            return Ok(());
+            return Ok(backlog);
         }
     }
 }

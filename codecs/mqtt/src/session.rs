@@ -86,6 +86,9 @@ struct Round {
     /// first copy's own acknowledgement may have been waiting for its fsync when the previous
     /// connection ended.
     resync: Vec<TopicPartition>,
+    /// Subscribers this read's publishes left with a backlog that holds this connection back
+    /// (`broker::flow`).
+    backlog: Vec<Arc<SessionShared>>,
 }
 
 impl Round {
@@ -316,6 +319,10 @@ impl Session {
     }
 
     /// The broker this session belongs to.
+    pub fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
+    }
+
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
@@ -354,7 +361,12 @@ impl Session {
 
     /// Handles the packets decoded from one read, in order. Consecutive PUBLISH packets are
     /// stored together — one append and, for QoS 1 and 2, one sync — and acknowledged after.
-    pub async fn handle(&mut self, packets: Vec<Packet>) -> Result<(), Ending> {
+    /// Handles one read's packets. Returns the subscribers whose backlog holds this
+    /// connection back (flow control): the caller stops reading while [`Broker::holds`] says so.
+    pub async fn handle(
+        &mut self,
+        packets: Vec<Packet>,
+    ) -> Result<Vec<Arc<SessionShared>>, Ending> {
         let mut round = Round::default();
         let handled = self.handle_round(&mut round, packets).await;
         if handled.is_err() {
@@ -366,7 +378,7 @@ impl Session {
         }
         handled?;
         self.pump();
-        Ok(())
+        Ok(round.backlog)
     }
 
     async fn handle_round(
@@ -618,7 +630,7 @@ impl Session {
         let durable = msgs.iter().any(|m| m.qos != QoS::AtMostOnce);
         let mut written = Vec::new();
         if !msgs.is_empty() {
-            match self.broker.store(msgs).await {
+            match self.broker.store(msgs, &mut round.backlog).await {
                 Ok(w) => {
                     written = w;
                     round.fresh_qos2.clear();
@@ -830,6 +842,11 @@ impl Session {
 
     /// Sends queued deliveries while the client's Receive Maximum allows.
     pub fn pump(&mut self) {
+        self.pump_queued();
+        self.broker.wake_publishers(&self.shared);
+    }
+
+    fn pump_queued(&mut self) {
         loop {
             let batch = self.shared.take(PUMP_CHUNK);
             if batch.is_empty() {

@@ -122,7 +122,13 @@ impl Broker {
     /// before them has been delivered and the tailer is not delivering right now; otherwise the
     /// tailer delivers them when it reads them. Runs before the append wakes the tailer
     /// ([`Router::append_then`]), so a tailer that is left with nothing sleeps on.
-    pub(super) fn deliver_own(&self, tp: &TopicPartition, base: Offset, msgs: Vec<Message>) {
+    pub(super) fn deliver_own(
+        &self,
+        tp: &TopicPartition,
+        base: Offset,
+        msgs: Vec<Message>,
+        backlog: &mut Vec<Arc<SessionShared>>,
+    ) {
         let Some(tail) = lock(&self.tails).get(tp).cloned() else {
             return;
         };
@@ -134,7 +140,7 @@ impl Broker {
         }
         let next = base + msgs.len() as Offset;
         for (offset, msg) in (base..).zip(msgs) {
-            self.deliver(tp, offset, Arc::new(msg));
+            self.deliver(tp, offset, Arc::new(msg), Some(&mut *backlog));
         }
         tail.pos.store(next, Ordering::Release);
     }
@@ -151,12 +157,20 @@ impl Broker {
         }
         for r in &followed.records {
             let msg = Message::from_record(tp.stream.as_str(), r);
-            self.deliver(tp, r.offset, Arc::new(msg));
+            self.deliver(tp, r.offset, Arc::new(msg), None);
         }
         followed.next
     }
 
-    fn deliver(&self, tp: &TopicPartition, offset: Offset, msg: Arc<Message>) {
+    /// Queues `msg` for the sessions it matches. `backlog`: the publisher's, when it delivers
+    /// its own message (flow control).
+    fn deliver(
+        &self,
+        tp: &TopicPartition,
+        offset: Offset,
+        msg: Arc<Message>,
+        mut backlog: Option<&mut Vec<Arc<SessionShared>>>,
+    ) {
         if msg.is_expired(now_ms()) {
             return;
         }
@@ -169,8 +183,13 @@ impl Broker {
                 subscription_ids: t.ids,
                 origin: origin.clone(),
             };
-            if !t.session.push(d, self.settings.max_queued_messages) && t.qos != QoS::AtMostOnce {
+            let queued = t.session.push(d, self.settings.max_queued_messages);
+            // QoS 0 is not queued for a disconnected client by design: that is no drop.
+            if !queued && (t.qos != QoS::AtMostOnce || t.session.is_online()) {
                 self.metrics.messages_dropped.inc();
+            }
+            if let Some(backlog) = backlog.as_deref_mut() {
+                self.note_backlog(&t.session, &msg, backlog);
             }
         }
     }

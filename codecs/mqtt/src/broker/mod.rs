@@ -7,6 +7,7 @@
 //! woken by appends; nothing polls.
 
 mod fanout;
+mod flow;
 mod persist;
 mod retained;
 mod sessions;
@@ -22,6 +23,7 @@ use switchboard_storage::{Appended, Durability};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use flow::MqttFlow;
 pub use persist::Opened;
 use sessions::Registered;
 pub use sessions::{Delivery, Inflight, SessionShared, SessionState, Subscription};
@@ -57,6 +59,8 @@ pub struct MqttSettings {
     pub checkpoint_interval: Duration,
     /// A connected client quiet for this long goes dormant (`crate::dormant`); zero: never.
     pub dormant_after: Duration,
+    /// Publisher flow control (`flow`).
+    pub flow: MqttFlow,
     /// Stream that receives topics no route names.
     pub default_stream: StreamName,
     /// Partitions of a stream the MQTT front end creates.
@@ -79,6 +83,11 @@ impl Default for MqttSettings {
             connect_timeout: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(5),
             dormant_after: Duration::from_secs(2),
+            flow: MqttFlow {
+                high: 1000,
+                low: 500,
+                max_pause: Duration::from_secs(1),
+            },
             #[allow(clippy::unwrap_used)] // a constant that is a valid name
             default_stream: StreamName::new("mqtt").unwrap(),
             stream_partitions: 8,
@@ -123,6 +132,8 @@ pub struct Broker {
     released: tokio::sync::Notify,
     /// Holds dormant connections; `None` when `dormant_after` is zero or it could not start.
     lot: Option<Lot>,
+    /// Publishers paused by flow control (`flow`).
+    flow: flow::FlowWaiters,
 }
 
 impl Broker {
@@ -159,6 +170,7 @@ impl Broker {
             tracker,
             lot,
             released: tokio::sync::Notify::new(),
+            flow: flow::FlowWaiters::default(),
         });
         // At shutdown every connection is told to close, the dormant ones woken for it.
         let weak = Arc::downgrade(&broker);
@@ -228,7 +240,7 @@ impl Broker {
     /// Stores messages (in order per topic), then updates the retained store. With `durable`,
     /// returns once the storage's fsync policy considers them acknowledged.
     pub async fn publish(&self, msgs: Vec<Message>, durable: bool) -> Result<(), PublishError> {
-        let written = self.store(msgs).await?;
+        let written = self.store(msgs, &mut Vec::new()).await?;
         if durable {
             for tp in &written {
                 self.router.sync(tp).await?;
@@ -239,8 +251,13 @@ impl Broker {
 
     /// Stores messages (in order per topic) without waiting for an fsync, then updates the
     /// retained store. Subscribers and readers see them at once; they are durable once
-    /// [`Router::sync`] has run on each partition returned.
-    pub async fn store(&self, msgs: Vec<Message>) -> Result<Vec<TopicPartition>, PublishError> {
+    /// [`Router::sync`] has run on each partition returned. Connected subscribers that the
+    /// messages left with a backlog that holds their publisher back go to `backlog` (`flow`).
+    pub async fn store(
+        &self,
+        msgs: Vec<Message>,
+        backlog: &mut Vec<Arc<SessionShared>>,
+    ) -> Result<Vec<TopicPartition>, PublishError> {
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
         let mut by_partition: BTreeMap<TopicPartition, Vec<Message>> = BTreeMap::new();
         for m in msgs {
@@ -261,7 +278,7 @@ impl Broker {
                 builder.push(m.to_record());
             }
             if let Some(batch) = builder.build() {
-                let deliver = |a: &Appended| self.deliver_own(&tp, a.base_offset, msgs);
+                let deliver = |a: &Appended| self.deliver_own(&tp, a.base_offset, msgs, backlog);
                 self.router
                     .append_then(&tp, vec![batch], Durability::Buffered, deliver)
                     .await?;

@@ -147,6 +147,8 @@ impl Broker {
         state: SessionState,
     ) {
         shared.set_online(false);
+        // A disconnected subscriber holds no publisher back.
+        self.release_publishers(&shared);
         // The session stays held until it is parked: a connection taking over meanwhile waits
         // for the release instead of finding neither a live connection nor a parked state.
         if state.expiry_interval == 0 {
