@@ -92,7 +92,7 @@ fn defaults_are_the_documented_values() {
     assert_eq!(config.meta.listen, None);
     assert!(config.meta.members.is_empty());
     assert_eq!(config.meta.ready_timeout, HumanDuration::from_secs(30));
-    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.level, "info,openraft=warn");
     assert_eq!(config.log.format, LogFormat::Text);
 
     assert_eq!(Config::default(), config);

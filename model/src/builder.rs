@@ -55,24 +55,47 @@ impl Record {
 /// Builds one uncompressed v2 batch from records, as a non-transactional producer would: not
 /// idempotent (producer id -1) unless [`BatchBuilder::idempotent`] says otherwise. Offsets are
 /// relative; the backend assigns the base.
+///
+/// Records are encoded as they are pushed, into the buffer that becomes the batch, so a
+/// publish borrowed from a protocol's own message ([`BatchBuilder::record`]) costs no
+/// allocation beyond that buffer's growth.
 #[derive(Debug)]
 pub struct BatchBuilder {
-    records: Vec<Record>,
+    /// Room for the batch header, then the records encoded so far.
+    out: Vec<u8>,
+    count: i32,
+    base_ts: i64,
+    max_ts: i64,
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// One record's fields up to its headers, and its headers: the record's length prefix
+    /// and header count are known only once both are written.
+    fields: Vec<u8>,
+    headers: Vec<u8>,
 }
 
 impl Default for BatchBuilder {
     fn default() -> Self {
         Self {
-            records: Vec::new(),
+            out: Vec::new(),
+            count: 0,
+            base_ts: 0,
+            max_ts: 0,
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            fields: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }
+
+/// A record's fields besides its key and value, at most: attributes, timestamp and offset
+/// deltas, the key, value and header-count lengths, and its own length prefix.
+const RECORD_OVERHEAD: usize = 1 + 10 + 5 + 5 + 5 + 5 + 5;
+/// Room first set aside for a record's headers.
+const HEADERS_ROOM: usize = 128;
 
 fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
@@ -84,14 +107,85 @@ fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
+/// One record being written into a [`BatchBuilder`]: add its headers, then
+/// [`finish`](RecordWriter::finish) it. A writer dropped unfinished adds nothing.
+pub struct RecordWriter<'a> {
+    builder: &'a mut BatchBuilder,
+    timestamp_ms: i64,
+    header_count: i32,
+}
+
+impl RecordWriter<'_> {
+    pub fn header(&mut self, key: &str, value: Option<&[u8]>) -> &mut Self {
+        put_bytes(&mut self.builder.headers, Some(key.as_bytes()));
+        put_bytes(&mut self.builder.headers, value);
+        self.header_count += 1;
+        self
+    }
+
+    /// Appends the record to the batch.
+    pub fn finish(self) {
+        let b = self.builder;
+        put_varint(&mut b.fields, self.header_count);
+        b.out.reserve(5 + b.fields.len() + b.headers.len());
+        put_varint(&mut b.out, (b.fields.len() + b.headers.len()) as i32);
+        b.out.extend_from_slice(&b.fields);
+        b.out.extend_from_slice(&b.headers);
+        b.max_ts = b.max_ts.max(self.timestamp_ms);
+        b.count += 1;
+    }
+}
+
 impl BatchBuilder {
     pub fn new() -> Self {
         Self::default()
     }
 
     pub fn push(&mut self, record: Record) -> &mut Self {
-        self.records.push(record);
+        let mut w = self.record(
+            record.timestamp_ms,
+            record.key.as_deref(),
+            record.value.as_deref(),
+        );
+        for h in &record.headers {
+            w.header(&h.key, h.value.as_deref());
+        }
+        w.finish();
         self
+    }
+
+    /// Starts the next record; its headers follow through the writer.
+    pub fn record(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> RecordWriter<'_> {
+        let data = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        if self.count == 0 {
+            self.out.clear();
+            // The first record's size, and as much again for its headers: most batches built
+            // here hold one record, and then never grow.
+            self.out
+                .reserve(HEADER_LEN + 2 * (RECORD_OVERHEAD + data) + HEADERS_ROOM);
+            self.out.resize(HEADER_LEN, 0);
+            self.base_ts = timestamp_ms;
+            self.max_ts = timestamp_ms;
+        }
+        self.fields.clear();
+        self.fields.reserve(RECORD_OVERHEAD + data);
+        self.headers.clear();
+        self.headers.reserve(HEADERS_ROOM);
+        self.fields.push(0); // record attributes: unused
+        put_varlong(&mut self.fields, timestamp_ms - self.base_ts);
+        put_varint(&mut self.fields, self.count);
+        put_bytes(&mut self.fields, key);
+        put_bytes(&mut self.fields, value);
+        RecordWriter {
+            builder: self,
+            timestamp_ms,
+            header_count: 0,
+        }
     }
 
     /// Marks the batch as written by an idempotent producer, with the sequence number of its
@@ -104,56 +198,34 @@ impl BatchBuilder {
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.count as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.count == 0
     }
 
     /// Encodes the batch; `None` when there is nothing to encode.
-    pub fn build(&self) -> Option<RecordBatch> {
-        let first = self.records.first()?;
-        let base_ts = first.timestamp_ms;
-        let max_ts = self
-            .records
-            .iter()
-            .map(|r| r.timestamp_ms)
-            .max()
-            .unwrap_or(base_ts);
-        let mut body = Vec::with_capacity(64 * self.records.len());
-        let mut rec = Vec::with_capacity(128);
-        for (i, r) in self.records.iter().enumerate() {
-            rec.clear();
-            rec.push(0); // record attributes: unused
-            put_varlong(&mut rec, r.timestamp_ms - base_ts);
-            put_varint(&mut rec, i as i32);
-            put_bytes(&mut rec, r.key.as_deref());
-            put_bytes(&mut rec, r.value.as_deref());
-            put_varint(&mut rec, r.headers.len() as i32);
-            for h in &r.headers {
-                put_bytes(&mut rec, Some(h.key.as_bytes()));
-                put_bytes(&mut rec, h.value.as_deref());
-            }
-            put_varint(&mut body, rec.len() as i32);
-            body.extend_from_slice(&rec);
+    pub fn build(self) -> Option<RecordBatch> {
+        if self.count == 0 {
+            return None;
         }
-        let count = self.records.len() as i32;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.put_i64(0);
-        out.put_i32((HEADER_LEN - 12 + body.len()) as i32);
-        out.put_i32(-1); // partition leader epoch: set by nobody here
-        out.put_i8(2);
-        out.put_u32(0); // crc, filled below
-        out.put_i16(0);
-        out.put_i32(count - 1);
-        out.put_i64(base_ts);
-        out.put_i64(max_ts);
-        out.put_i64(self.producer_id);
-        out.put_i16(self.producer_epoch);
-        out.put_i32(self.base_sequence);
-        out.put_i32(count);
-        out.extend_from_slice(&body);
+        let mut out = self.out;
+        let body = out.len() - HEADER_LEN;
+        let mut header = &mut out[..HEADER_LEN];
+        header.put_i64(0);
+        header.put_i32((HEADER_LEN - 12 + body) as i32);
+        header.put_i32(-1); // partition leader epoch: set by nobody here
+        header.put_i8(2);
+        header.put_u32(0); // crc, filled below
+        header.put_i16(0);
+        header.put_i32(self.count - 1);
+        header.put_i64(self.base_ts);
+        header.put_i64(self.max_ts);
+        header.put_i64(self.producer_id);
+        header.put_i16(self.producer_epoch);
+        header.put_i32(self.base_sequence);
+        header.put_i32(self.count);
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         RecordBatch::parse(Bytes::from(out)).ok()
@@ -197,6 +269,29 @@ mod tests {
             Some(&b"1"[..])
         );
         assert_eq!(records[1].header("nil").unwrap().value, None);
+    }
+
+    #[test]
+    fn borrowed_records_encode_as_owned_ones_and_unfinished_ones_add_nothing() {
+        let mut b = BatchBuilder::new();
+        // Abandoned before and between records: neither leaves a trace.
+        let _ = b.record(1, Some(b"gone"), None);
+        b.record(1000, Some(b"k1"), Some(b"v1")).finish();
+        let _ = b.record(999_999, Some(b"gone too"), Some(b"x"));
+        let mut w = b.record(1005, None, Some(b"v2"));
+        w.header("mqtt.qos", Some(b"1")).header("nil", None);
+        w.finish();
+        assert_eq!(b.len(), 2);
+        let borrowed = b.build().expect("non-empty");
+        assert_eq!(borrowed.bytes(), sample().bytes());
+    }
+
+    #[test]
+    fn a_builder_with_no_finished_record_builds_nothing() {
+        let mut b = BatchBuilder::new();
+        let _ = b.record(1, Some(b"k"), Some(b"v"));
+        assert!(b.is_empty());
+        assert!(b.build().is_none());
     }
 
     #[test]

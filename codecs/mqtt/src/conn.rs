@@ -2,8 +2,10 @@
 //! packet size limit, the CONNECT deadline and keep-alive, and hand decoded packets to the
 //! [`Session`].
 //!
-//! An idle connection holds no read buffer: it waits for readability and only then reserves
-//! one, and gives it back once every byte is consumed. Once it has been quiet for
+//! An idle connection holds no read buffer: it waits for readability and only then takes
+//! one, and gives it back once every byte is consumed (to a few spares kept per worker thread,
+//! so a connection reading a packet at a time does not allocate and free 8 KiB per read; see
+//! [`spare`]). Once it has been quiet for
 //! `dormant_after` it goes dormant: it gives up its task too (`crate::dormant`). That keeps
 //! 10 000 idle clients cheap.
 
@@ -41,6 +43,48 @@ const CONNECT_CHUNK: usize = 512;
 const MAX_PACKETS_PER_ROUND: usize = 1024;
 /// A buffer that grew past this is dropped once empty rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Read buffers between reads: each worker thread keeps a few that connections have given
+/// back empty, for the next connection that becomes readable on it.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::{KEEP_BUFFER, READ_CHUNK};
+
+    /// Spares per thread: enough for the connections one thread reads in a row.
+    const PER_THREAD: usize = 8;
+
+    thread_local! {
+        static SPARES: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer with room for a read of [`READ_CHUNK`] bytes.
+    pub(super) fn take() -> BytesMut {
+        SPARES
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
+    }
+
+    /// Takes `buf` if it is empty (the connection then holds none), keeping it as a spare when
+    /// it still has room for a read and there is room for it.
+    pub(super) fn give_back(buf: &mut BytesMut) {
+        if !buf.is_empty() || buf.capacity() == 0 {
+            return;
+        }
+        let buf = std::mem::take(buf);
+        if buf.capacity() < READ_CHUNK / 2 || buf.capacity() > KEEP_BUFFER {
+            return;
+        }
+        SPARES.with(|s| {
+            let mut spares = s.borrow_mut();
+            if spares.len() < PER_THREAD {
+                spares.push(buf);
+            }
+        });
+    }
+}
 
 /// Which transport a listener serves.
 #[derive(Debug, Clone)]
@@ -146,16 +190,18 @@ impl Io {
             Io::Tcp(s) => loop {
                 s.readable().await?;
                 if buf.capacity() - buf.len() < chunk / 2 {
-                    buf.reserve(chunk);
+                    if buf.capacity() == 0 && chunk == READ_CHUNK {
+                        *buf = spare::take();
+                    } else {
+                        buf.reserve(chunk);
+                    }
                 }
                 match s.try_read_buf(buf) {
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Readiness was stale (it stays set until a read would block): give
                         // the buffer back before waiting again, or every idle client keeps one.
-                        if buf.is_empty() {
-                            *buf = BytesMut::new();
-                        }
+                        spare::give_back(buf);
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -520,9 +566,9 @@ async fn run(
                 return Outcome::End(Ending::Dropped);
             }
             session.out.clear();
-            if session.out.capacity() > KEEP_BUFFER || idle_after_write(session) {
-                session.out = BytesMut::new();
-            }
+        }
+        if session.out.capacity() > KEEP_BUFFER || idle_after_write(session) {
+            spare::give_back(&mut session.out);
         }
         let silent_until = last_heard + keep_alive.unwrap_or(far);
         let sleep_at = (can_sleep && !paused).then(|| last_active + quiet_for);
@@ -548,14 +594,13 @@ async fn run(
                 last_heard = Instant::now();
                 last_active = last_heard;
                 quiet_for = dormant_after;
+                take_out_buffer(session);
                 match Box::pin(handle_buffered(session, &mut buf, version, max)).await {
                     Ok(backlog) => hold(session, &mut held, &mut held_until, backlog),
                     Err(e) => return Outcome::End(e),
                 }
-                if buf.is_empty() {
-                    // Idle connections hold no read buffer.
-                    buf = BytesMut::new();
-                }
+                // Idle connections hold no read buffer.
+                spare::give_back(&mut buf);
             }
             synced = run_sync(&mut sync) => {
                 sync = None;
@@ -565,6 +610,7 @@ async fn run(
             }
             _ = session.notified() => {
                 if !session.is_kicked() {
+                    take_out_buffer(session);
                     session.pump();
                     last_active = Instant::now();
                 }
@@ -647,6 +693,13 @@ async fn kicked(
 
 /// Whether the connection is likely to stay quiet after this write (nothing queued for it),
 /// so the write buffer is better given back than kept.
+/// Gives the session a spare buffer to write into, unless it holds one.
+fn take_out_buffer(session: &mut Session) {
+    if session.out.capacity() == 0 {
+        session.out = spare::take();
+    }
+}
+
 fn idle_after_write(session: &Session) -> bool {
     session.out.capacity() > 0 && session.queued() == 0
 }

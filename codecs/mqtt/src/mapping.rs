@@ -23,7 +23,7 @@
 //! under the stream's name.
 
 use bytes::Bytes;
-use switchboard_model::{Header, Record};
+use switchboard_model::{BatchBuilder, Header, Record};
 
 use crate::topic;
 use crate::wire::{PublishProperties, QoS};
@@ -77,48 +77,52 @@ impl Message {
         self.remaining_expiry(now_ms) == Some(0)
     }
 
-    pub fn to_record(&self) -> Record {
-        let mut r = Record::new(
-            Some(Bytes::copy_from_slice(self.topic.as_bytes())),
-            Some(self.payload.clone()),
+    /// Writes the message as the next record of `batch`, borrowing every field.
+    pub fn write_to(&self, batch: &mut BatchBuilder) {
+        let mut r = batch.record(
             self.timestamp_ms,
+            Some(self.topic.as_bytes()),
+            Some(&self.payload),
         );
-        let text = |s: &str| Some(Bytes::copy_from_slice(s.as_bytes()));
-        r = r.with_header(QOS, text(&(self.qos as u8).to_string()));
+        let qos: &[u8] = match self.qos {
+            QoS::AtMostOnce => b"0",
+            QoS::AtLeastOnce => b"1",
+            QoS::ExactlyOnce => b"2",
+        };
+        r.header(QOS, Some(qos));
         if self.retain {
-            r = r.with_header(RETAIN, text("1"));
+            r.header(RETAIN, Some(b"1"));
         }
         if let Some(p) = &self.publisher {
-            r = r.with_header(PUBLISHER, text(p));
+            r.header(PUBLISHER, Some(p.as_bytes()));
         }
         if let Some(at) = self.expiry_at_ms {
-            r = r.with_header(EXPIRY_AT, text(&at.to_string()));
+            r.header(EXPIRY_AT, Some(at.to_string().as_bytes()));
         }
         if let Some(o) = &self.origin {
-            r = r.with_header(ORIGIN, text(o));
+            r.header(ORIGIN, Some(o.as_bytes()));
         }
         let props = &self.properties;
         if let Some(f) = props.payload_format_indicator {
-            r = r.with_header(PAYLOAD_FORMAT, text(&f.to_string()));
+            r.header(PAYLOAD_FORMAT, Some(f.to_string().as_bytes()));
         }
         if let Some(ct) = &props.content_type {
-            r = r.with_header(CONTENT_TYPE, text(ct));
+            r.header(CONTENT_TYPE, Some(ct.as_bytes()));
         }
         if let Some(rt) = &props.response_topic {
-            r = r.with_header(RESPONSE_TOPIC, text(rt));
+            r.header(RESPONSE_TOPIC, Some(rt.as_bytes()));
         }
         if let Some(cd) = &props.correlation_data {
-            r = r.with_header(CORRELATION_DATA, Some(cd.clone()));
+            r.header(CORRELATION_DATA, Some(cd));
         }
         for (name, value) in &props.user_properties {
-            let key = if is_reserved(name) {
-                format!("{USER_ESCAPE}{name}")
+            if is_reserved(name) {
+                r.header(&format!("{USER_ESCAPE}{name}"), Some(value.as_bytes()));
             } else {
-                name.clone()
-            };
-            r = r.with_header(key, text(value));
+                r.header(name, Some(value.as_bytes()));
+            }
         }
-        r
+        r.finish();
     }
 
     /// The message a record of `stream` stands for.
@@ -205,10 +209,19 @@ mod tests {
         }
     }
 
+    /// The record `m` is stored as, read back out of a batch.
+    fn to_record(m: &Message) -> Record {
+        let mut b = BatchBuilder::new();
+        m.write_to(&mut b);
+        let mut records = b.build().expect("a batch").records().expect("decodes");
+        assert_eq!(records.len(), 1);
+        records.remove(0)
+    }
+
     #[test]
     fn a_message_survives_the_round_trip_through_a_record() {
         let m = full_message();
-        let r = m.to_record();
+        let r = to_record(&m);
         assert_eq!(r.key.as_deref(), Some(&b"a/b"[..]));
         assert_eq!(r.value.as_deref(), Some(&b"hello"[..]));
         assert_eq!(Message::from_record("mqtt", &r), m);
@@ -216,7 +229,7 @@ mod tests {
 
     #[test]
     fn reserved_user_property_names_are_escaped() {
-        let r = full_message().to_record();
+        let r = to_record(&full_message());
         let qos: Vec<_> = r.headers.iter().filter(|h| h.key == "mqtt.qos").collect();
         assert_eq!(qos.len(), 1);
         assert_eq!(qos[0].value.as_deref(), Some(&b"2"[..]));

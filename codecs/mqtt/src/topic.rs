@@ -116,7 +116,9 @@ pub struct SubscriptionTree<K, V> {
 
 #[derive(Debug)]
 struct Node<K, V> {
-    children: HashMap<String, Node<K, V>>,
+    /// By level name, hashed with a seeded fast hash: every publish looks up each of its
+    /// topic's levels here, and `+` and `#` besides.
+    children: HashMap<String, Node<K, V>, foldhash::fast::RandomState>,
     /// Plain subscriptions whose filter ends at this node.
     plain: HashMap<K, V>,
     /// Shared subscriptions ending here: group → members.
@@ -126,7 +128,7 @@ struct Node<K, V> {
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: HashMap::default(),
             plain: HashMap::new(),
             shared: HashMap::new(),
         }
@@ -230,15 +232,15 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
             plain: Vec::new(),
             shared: Vec::new(),
         };
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        Self::collect(&self.root, &levels, 0, dollar, &mut out);
+        Self::collect(&self.root, Some(topic), 0, dollar, &mut out);
         out
     }
 
+    /// `rest`: the topic's levels below `node`, still joined by `/`; `None` past the last.
     fn collect<'a>(
         node: &'a Node<K, V>,
-        levels: &[&str],
+        rest: Option<&str>,
         depth: usize,
         dollar: bool,
         out: &mut Matches<'a, K, V>,
@@ -249,11 +251,15 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         if wildcards_allowed && let Some(hash) = node.children.get("#") {
             Self::take(hash, out);
         }
-        let Some((level, rest)) = levels.split_first() else {
+        let Some(rest) = rest else {
             Self::take(node, out);
             return;
         };
-        if let Some(child) = node.children.get(*level) {
+        let (level, rest) = match rest.split_once('/') {
+            Some((level, rest)) => (level, Some(rest)),
+            None => (rest, None),
+        };
+        if let Some(child) = node.children.get(level) {
             Self::collect(child, rest, depth + 1, dollar, out);
         }
         if wildcards_allowed && let Some(plus) = node.children.get("+") {

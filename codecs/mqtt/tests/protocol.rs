@@ -426,6 +426,66 @@ async fn no_local_skips_the_publishers_own_messages() {
     assert_eq!(got.payload.as_ref(), b"theirs");
 }
 
+/// A client whose subscriptions overlap gets each message once, at the highest QoS among
+/// them, carrying every matching subscription's identifier (MQTT 5 §3.3.4): with a few
+/// overlapping filters, and with more than the broker tells apart by a scan. (A raw client:
+/// rumqttc 0.25's v5 decoder counts each Subscription Identifier's property byte twice and
+/// reads the last of several as payload.)
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_one_copy_with_every_identifier() {
+    let server = TestServer::start().await;
+    let v = ProtocolVersion::V5;
+    for (client, count) in [("few", 3u32), ("many", 20)] {
+        let (mut c, _) = RawClient::connect(server.addr, connect_packet(v, client, true)).await;
+        for (id, filter) in (1..).zip(overlapping_filters(count as usize)) {
+            // Only the last is QoS 1: the copy must come at QoS 1 all the same.
+            let qos = if id == count {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            };
+            let Packet::Subscribe(mut s) = subscribe(id as u16, &filter, qos) else {
+                unreachable!()
+            };
+            s.properties.subscription_identifier = Some(id);
+            c.send(&Packet::Subscribe(s)).await;
+            assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+        }
+        publish_acked(&server, "w/x/y/z", b"overlap").await;
+        let Some(Packet::Publish(got)) = c.recv().await else {
+            panic!("{client}: expected PUBLISH")
+        };
+        assert_eq!(got.payload.as_ref(), b"overlap", "{client}");
+        assert_eq!(got.qos, QoS::AtLeastOnce, "{client}");
+        let mut ids = got.properties.subscription_identifiers.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=count).collect::<Vec<_>>(), "{client}");
+        c.send(&Packet::PubAck(resp(got.packet_id))).await;
+        // One copy only: the next packet is the answer to a ping, not a second PUBLISH.
+        c.send(&Packet::PingReq).await;
+        assert!(
+            matches!(c.recv().await, Some(Packet::PingResp)),
+            "{client}: a second copy"
+        );
+    }
+}
+
+/// `count` (at most 20) distinct filters that all match `w/x/y/z`.
+fn overlapping_filters(count: usize) -> Vec<String> {
+    let levels = ["w", "x", "y", "z"];
+    let mut filters: Vec<String> = (0..16u32)
+        .map(|mask| {
+            let parts: Vec<&str> = (0..4)
+                .map(|i| if mask & (1 << i) != 0 { "+" } else { levels[i] })
+                .collect();
+            parts.join("/")
+        })
+        .collect();
+    filters.extend(["#", "w/#", "w/x/#", "w/x/y/#"].map(String::from));
+    filters.truncate(count);
+    filters
+}
+
 #[tokio::test]
 async fn a_session_that_took_over_a_clean_one_can_itself_be_taken_over() {
     let server = TestServer::start().await;

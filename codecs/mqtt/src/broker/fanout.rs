@@ -28,6 +28,10 @@ pub(super) struct Tail {
     turn: Mutex<()>,
 }
 
+/// Up to this many matching subscriptions, sessions are told apart by a scan of the targets
+/// found so far rather than by a map.
+const LINEAR_DEDUP: usize = 16;
+
 /// One session's share of a record: the highest QoS of its matching subscriptions, the
 /// retain flag to send, and the matching subscription ids.
 struct Target {
@@ -200,15 +204,31 @@ impl Broker {
     fn targets(&self, msg: &Message) -> Vec<Target> {
         let subs = read(&self.subs);
         let matched = subs.matches(&msg.topic);
-        // Keyed by session identity: one target per session, however many subscriptions match.
-        let mut targets: HashMap<*const SessionShared, Target> = HashMap::new();
+        // One target per session, however many of its subscriptions match: found by a scan
+        // while the matches are few (the common case, and no map to allocate), by an index of
+        // session identities beyond.
+        let mut out: Vec<Target> = Vec::with_capacity(matched.plain.len());
+        let mut index: HashMap<*const SessionShared, usize> = HashMap::new();
+        let scan = matched.plain.len() <= LINEAR_DEDUP;
         for (client, e) in matched.plain {
             if e.options.no_local && msg.publisher.as_deref() == Some(client.as_str()) {
                 continue;
             }
-            merge(&mut targets, msg, e);
+            let seen = if scan {
+                out.iter().position(|t| Arc::ptr_eq(&t.session, &e.session))
+            } else {
+                index.get(&Arc::as_ptr(&e.session)).copied()
+            };
+            match seen {
+                Some(i) => out[i].absorb(msg, e),
+                None => {
+                    if !scan {
+                        index.insert(Arc::as_ptr(&e.session), out.len());
+                    }
+                    out.push(Target::new(msg, e));
+                }
+            }
         }
-        let mut out: Vec<Target> = targets.into_values().collect();
         // Each shared group delivers its own copy to the member it picks, even to a session
         // that also gets the message through its own subscriptions (MQTT 5 §4.8.2: a copy per
         // matching subscription that is shared; mosquitto does the same).
@@ -221,27 +241,27 @@ impl Broker {
                 .filter(|(_, e)| online == 0 || e.session.is_online())
                 .nth(pick);
             if let Some((_, e)) = chosen {
-                let mut own = HashMap::new();
-                merge(&mut own, msg, e);
-                out.extend(own.into_values());
+                out.push(Target::new(msg, e));
             }
         }
         out
     }
 }
 
-fn merge(targets: &mut HashMap<*const SessionShared, Target>, msg: &Message, e: &super::SubEntry) {
-    let qos = msg.qos.min(e.options.qos);
-    let retain = e.options.retain_as_published && msg.retain;
-    let t = targets
-        .entry(Arc::as_ptr(&e.session))
-        .or_insert_with(|| Target {
+impl Target {
+    fn new(msg: &Message, e: &super::SubEntry) -> Self {
+        Self {
             session: e.session.clone(),
-            qos,
-            retain,
-            ids: Vec::new(),
-        });
-    t.qos = t.qos.max(qos);
-    t.retain |= retain;
-    t.ids.extend(e.id);
+            qos: msg.qos.min(e.options.qos),
+            retain: e.options.retain_as_published && msg.retain,
+            ids: e.id.into_iter().collect(),
+        }
+    }
+
+    /// Another subscription of the same session matches too.
+    fn absorb(&mut self, msg: &Message, e: &super::SubEntry) {
+        self.qos = self.qos.max(msg.qos.min(e.options.qos));
+        self.retain |= e.options.retain_as_published && msg.retain;
+        self.ids.extend(e.id);
+    }
 }

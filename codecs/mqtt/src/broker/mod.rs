@@ -259,15 +259,20 @@ impl Broker {
         backlog: &mut Vec<Arc<SessionShared>>,
     ) -> Result<Vec<TopicPartition>, PublishError> {
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
-        let mut by_partition: BTreeMap<TopicPartition, Vec<Message>> = BTreeMap::new();
+        // Grouped by partition, in the order partitions first appear; a read holds publishes
+        // for a handful of partitions at most, so a list beats a map.
+        let mut by_partition: Vec<(TopicPartition, Vec<Message>)> = Vec::new();
         for m in msgs {
             let tp = self.partition_for(&m.topic)?;
-            by_partition.entry(tp).or_default().push(m);
+            match by_partition.iter_mut().find(|(p, _)| *p == tp) {
+                Some((_, group)) => group.push(m),
+                None => by_partition.push((tp, vec![m])),
+            }
         }
         // A topic's messages share a partition, so this keeps each topic's order.
         let retained: Vec<(String, Option<Vec<u8>>)> = by_partition
-            .values()
-            .flatten()
+            .iter()
+            .flat_map(|(_, group)| group)
             .filter(|m| m.retain)
             .filter_map(|m| Some((m.topic.clone(), self.retained.remember(m)?)))
             .collect();
@@ -275,7 +280,7 @@ impl Broker {
         for (tp, msgs) in by_partition {
             let mut builder = BatchBuilder::default();
             for m in &msgs {
-                builder.push(m.to_record());
+                m.write_to(&mut builder);
             }
             if let Some(batch) = builder.build() {
                 let deliver = |a: &Appended| self.deliver_own(&tp, a.base_offset, msgs, backlog);

@@ -78,7 +78,7 @@ impl RetainedStore {
 /// A retained message is kept as a one-record v2 batch, the same form as in a stream.
 fn encode(m: &Message) -> Vec<u8> {
     let mut b = BatchBuilder::new();
-    b.push(m.to_record());
+    m.write_to(&mut b);
     b.build()
         .map(|batch| batch.bytes().to_vec())
         .unwrap_or_default()
