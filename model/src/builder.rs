@@ -109,6 +109,7 @@ fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// One record being written into a [`BatchBuilder`]: add its headers, then
 /// [`finish`](RecordWriter::finish) it. A writer dropped unfinished adds nothing.
+#[must_use = "a record is added by `finish` only"]
 pub struct RecordWriter<'a> {
     builder: &'a mut BatchBuilder,
     timestamp_ms: i64,

@@ -44,8 +44,8 @@ const MAX_PACKETS_PER_ROUND: usize = 1024;
 /// A buffer that grew past this is dropped once empty rather than kept.
 const KEEP_BUFFER: usize = 64 * 1024;
 
-/// Read buffers between reads: each worker thread keeps a few that connections have given
-/// back empty, for the next connection that becomes readable on it.
+/// Read and write buffers between uses: each worker thread keeps a few that connections have
+/// given back empty, for the next connection that reads or writes on it.
 mod spare {
     use std::cell::RefCell;
 
@@ -691,8 +691,6 @@ async fn kicked(
     session.kick_reason()
 }
 
-/// Whether the connection is likely to stay quiet after this write (nothing queued for it),
-/// so the write buffer is better given back than kept.
 /// Gives the session a spare buffer to write into, unless it holds one.
 fn take_out_buffer(session: &mut Session) {
     if session.out.capacity() == 0 {
@@ -700,6 +698,8 @@ fn take_out_buffer(session: &mut Session) {
     }
 }
 
+/// Whether the connection is likely to stay quiet after this write (nothing queued for it),
+/// so the write buffer is better given back than kept.
 fn idle_after_write(session: &Session) -> bool {
     session.out.capacity() > 0 && session.queued() == 0
 }
