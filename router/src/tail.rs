@@ -19,9 +19,9 @@ const TAIL_READ_BYTES: usize = 1024 * 1024;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Router {
-    /// Reads `tp` from `position` on, forever: each chunk of batches that becomes readable is given
-    /// to `handle` with the offset it was read from, which returns the offset to continue at
-    /// (normally after the chunk's last batch). Returns when `cancel` fires. Retention that
+    /// Reads `tp` from `position` on, forever: each chunk of batches that becomes readable is
+    /// given to `handle` with the offset it was read from, which returns the offset to continue
+    /// at (normally after the chunk's last batch). Returns when `cancel` fires. Retention that
     /// removes unread records moves the reader to the new log start; storage errors are logged
     /// and retried after a pause; a deleted stream ends the loop.
     ///

@@ -652,24 +652,17 @@ async fn run_sync(sync: &mut Option<SyncJob>) -> Result<(), RouterError> {
     }
 }
 
-/// Adds the subscribers a read left backlogged to those holding the connection back; a pause
-/// that starts now lasts at most `flow.max_pause`.
+/// Starts a pause for the subscribers a read left backlogged, if any: it lasts at most
+/// `flow.max_pause`. Reads happen only while no pause is on, so `held` is empty here.
 fn hold(
     session: &Session,
     held: &mut Vec<Arc<SessionShared>>,
     held_until: &mut Instant,
     backlog: Vec<Arc<SessionShared>>,
 ) {
-    if backlog.is_empty() {
-        return;
-    }
-    if held.is_empty() {
+    if !backlog.is_empty() {
+        *held = backlog;
         *held_until = Instant::now() + session.broker().settings.flow.max_pause;
-    }
-    for s in backlog {
-        if !held.iter().any(|h| Arc::ptr_eq(h, &s)) {
-            held.push(s);
-        }
     }
 }
 

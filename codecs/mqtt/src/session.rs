@@ -318,11 +318,12 @@ impl Session {
         self.shared.is_kicked(self.generation)
     }
 
-    /// The broker this session belongs to.
+    /// The session's state shared with the broker: its delivery queue, its online flag.
     pub fn shared(&self) -> &Arc<SessionShared> {
         &self.shared
     }
 
+    /// The broker this session belongs to.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
     }
@@ -361,8 +362,8 @@ impl Session {
 
     /// Handles the packets decoded from one read, in order. Consecutive PUBLISH packets are
     /// stored together — one append and, for QoS 1 and 2, one sync — and acknowledged after.
-    /// Handles one read's packets. Returns the subscribers whose backlog holds this
-    /// connection back (flow control): the caller stops reading while [`Broker::holds`] says so.
+    /// Returns the subscribers whose backlog holds this connection back (flow control): the
+    /// caller stops reading while [`Broker::holds`] says so.
     pub async fn handle(
         &mut self,
         packets: Vec<Packet>,
