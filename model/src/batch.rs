@@ -187,7 +187,17 @@ impl RecordBatch {
     /// The same batch placed at `base_offset`. The CRC does not cover this field, so the
     /// payload (possibly compressed) is untouched.
     pub fn with_base_offset(&self, base_offset: u64) -> Self {
-        let mut out = BytesMut::from(&self.bytes[..]);
+        self.clone().into_base_offset(base_offset)
+    }
+
+    /// [`RecordBatch::with_base_offset`], rewriting the field in place when nothing else shares
+    /// the bytes (a batch just built), and copying them only when something does (a slice of a
+    /// request still in use).
+    pub fn into_base_offset(self, base_offset: u64) -> Self {
+        let mut out = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         out[..8].copy_from_slice(&(base_offset as i64).to_be_bytes());
         let mut header = self.header;
         header.base_offset = base_offset as i64;

@@ -254,6 +254,45 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_nothing_else_holds_is_placed_in_place_and_a_shared_one_is_copied() {
+        let unique = sample();
+        let at = unique.bytes().as_ptr();
+        let placed = unique.into_base_offset(7);
+        assert_eq!(placed.bytes().as_ptr(), at, "rewritten where it was");
+        assert_eq!(placed.base_offset(), 7);
+        assert_eq!(
+            RecordBatch::parse(placed.bytes().clone())
+                .unwrap()
+                .base_offset(),
+            7
+        );
+
+        let original = sample();
+        let placed = original.clone().into_base_offset(9);
+        assert_ne!(placed.bytes().as_ptr(), original.bytes().as_ptr());
+        assert_eq!(original.base_offset(), 0);
+        assert_eq!(
+            &original.bytes()[..8],
+            &[0; 8],
+            "the other owner's bytes are untouched"
+        );
+        assert_eq!(placed.base_offset(), 9);
+        assert_eq!(
+            placed.records().unwrap(),
+            original
+                .records()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.offset += 9;
+                    r
+                })
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn built_batch_parses_and_expands_back_to_its_records() {
         let batch = sample().with_base_offset(40);
         let h = batch.header();

@@ -466,9 +466,9 @@ fn check_append_limits(bytes: u64, offsets: u64) -> StorageResult<()> {
 }
 
 /// Places `batches` at `next` and beyond in `segment`: rewrites their base offsets (outside the
-/// CRC, so compressed payloads stay untouched) and collects the index entries they earn.
-/// Lays out batches for the active segment: their bytes with base offsets assigned, the index
-/// entries, and the placed batches themselves (for the tail cache).
+/// CRC, so compressed payloads stay untouched; in place unless the bytes are shared) and
+/// collects the index entries they earn. Returns what to write and the placed batches
+/// themselves (for the tail cache).
 fn stage(
     indexer: &mut Indexer,
     segment: &Segment,
@@ -477,14 +477,15 @@ fn stage(
     bytes: u64,
 ) -> (Staged, Vec<(Offset, RecordBatch)>) {
     let mut staged = Staged {
-        bytes: Vec::with_capacity(bytes as usize),
+        batches: Vec::with_capacity(batches.len()),
+        len: bytes,
         max_ts: i64::MIN,
         ..Staged::default()
     };
     let mut placed_all = Vec::with_capacity(batches.len());
     let mut pos = segment.size();
     for batch in batches {
-        let placed = batch.with_base_offset(next);
+        let placed = batch.into_base_offset(next);
         let h = placed.header();
         // Both fit in u32: the roll decision and `check_append_limits` saw to it.
         let rel = (next - segment.base()) as u32;
@@ -493,7 +494,7 @@ fn stage(
         staged.offsets.extend(offset_entry);
         staged.times.extend(time_entry);
         staged.max_ts = staged.max_ts.max(h.max_timestamp);
-        staged.bytes.extend_from_slice(placed.bytes());
+        staged.batches.push(placed.bytes().clone());
         pos += placed.len() as u64;
         let count = h.offset_count();
         placed_all.push((next, placed));

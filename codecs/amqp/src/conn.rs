@@ -19,7 +19,7 @@ use std::time::Duration;
 use switchboard_router::accept::accept_loop;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -68,19 +68,14 @@ pub async fn serve_listener(
     .await;
 }
 
-/// Reads what is available into `buf`; `Ok(0)` at end of stream.
+/// Reads what is available into `buf`; `Ok(0)` at end of stream. Through `AsyncRead`: a read
+/// that leaves room in the buffer drained the socket and tokio clears the readiness, so the
+/// next read waits instead of failing with `WouldBlock` first.
 async fn read(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
-        }
-        match stream.try_read_buf(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
     }
+    stream.read_buf(buf).await
 }
 
 async fn serve_connection(broker: &Arc<AmqpBroker>, mut stream: TcpStream, peer: SocketAddr) {

@@ -18,7 +18,7 @@ use switchboard_router::accept::{ConnectionSlot, accept_loop};
 
 use bytes::BytesMut;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -196,15 +196,18 @@ impl Io {
                         buf.reserve(chunk);
                     }
                 }
-                match s.try_read_buf(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Readiness was stale (it stays set until a read would block): give
-                        // the buffer back before waiting again, or every idle client keeps one.
+                // Through `AsyncRead` rather than `try_read_buf`: a read that leaves room in
+                // the buffer drained the socket, and tokio then clears the readiness, where
+                // `try_read_buf` keeps it until a second read fails with `WouldBlock` (a wasted
+                // system call per packet at low rates).
+                match s.read_buf(buf).now_or_never() {
+                    Some(result) => return result,
+                    None => {
+                        // Readiness was stale: give the buffer back before waiting again, or
+                        // every idle client keeps one.
                         spare::give_back(buf);
                         continue;
                     }
-                    Err(e) => return Err(e),
                 }
             },
             Io::Ws(ws) => loop {

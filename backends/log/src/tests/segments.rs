@@ -141,6 +141,44 @@ async fn timestamp_lookup_uses_the_time_index_and_searches_inside_the_batch() {
 }
 
 #[tokio::test]
+async fn the_batches_of_one_append_are_written_in_order_whether_shared_or_not() {
+    let root = tempfile::tempdir().unwrap();
+    let tp = tp("vectored");
+    let shared = batch(2, 30, 100);
+    let kept = shared.clone();
+    let sent = vec![batch(3, 20, 0), shared, batch(1, 500, 200)];
+    let expected: Vec<_> = sent
+        .iter()
+        .map(|b| b.records().unwrap())
+        .collect::<Vec<_>>();
+    {
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
+        s.open_partition(&tp).await.unwrap();
+        fill(&s, &tp, 1, 10, 0).await;
+        let at = s.append(&tp, sent, Durability::Sync).await.unwrap();
+        assert_eq!((at.base_offset, at.last_offset), (1, 6));
+    }
+    // A batch still referenced elsewhere is copied, not rewritten under its other owner.
+    assert_eq!(kept.base_offset(), 0);
+
+    // Reopened, so every byte comes back from the file rather than the tail cache.
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
+    let got = read_all(&s, &tp, 1).await;
+    let bases: Vec<i64> = got.iter().map(RecordBatch::base_offset).collect();
+    assert_eq!(bases, [1, 4, 6]);
+    for (g, want) in got.iter().zip(&expected) {
+        let records = g.records().unwrap();
+        let values: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
+        let wanted: Vec<_> = want.iter().map(|r| r.value.clone()).collect();
+        assert_eq!(values, wanted);
+    }
+}
+
+#[tokio::test]
 async fn reopening_a_log_of_several_segments_serves_the_same_data() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("several");
