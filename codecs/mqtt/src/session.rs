@@ -17,8 +17,8 @@ use crate::mapping::Message;
 use crate::topic::{self, FilterSpec};
 use crate::wire::{
     self, AckProperties, ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties,
-    Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, SubAck, Subscribe, UnsubAck,
-    Unsubscribe, reason,
+    Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    reason,
 };
 
 /// Deliveries taken from the session's queue per round, so one busy session cannot hold the
@@ -835,8 +835,8 @@ impl Session {
         for (pid, inflight) in pending {
             if inflight.released {
                 self.send(&Packet::PubRel(ack(pid, reason::SUCCESS)));
-            } else if let Some(p) = self.publish_packet(&inflight.delivery, pid, true) {
-                self.send(&p);
+            } else {
+                self.send_publish(&inflight.delivery, pid, true);
             }
         }
     }
@@ -880,10 +880,9 @@ impl Session {
                 None => return,
             }
         };
-        let Some(p) = self.publish_packet(&d, pid, false) else {
+        if !self.send_publish(&d, pid, false) {
             return;
-        };
-        self.send(&p);
+        }
         self.broker.metrics.messages_delivered.inc();
         if d.qos != QoS::AtMostOnce {
             self.state.inflight.insert(
@@ -896,41 +895,41 @@ impl Session {
         }
     }
 
-    /// The PUBLISH for a delivery, or `None` when it exceeds the client's Maximum Packet Size
-    /// (then it is dropped, §3.1.2.11.4).
-    fn publish_packet(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Option<Packet> {
-        let mut properties = PublishProperties {
-            message_expiry_interval: d.msg.remaining_expiry(now_ms()),
-            subscription_identifiers: d.subscription_ids.clone(),
-            ..d.msg.properties.clone()
-        };
-        let mut topic = d.msg.topic.clone();
+    /// Writes the PUBLISH for a delivery; false when it exceeds the client's Maximum Packet
+    /// Size (then it is dropped, §3.1.2.11.4). Encoded from the shared message as it is: one
+    /// message going to many subscribers is not copied for each.
+    fn send_publish(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> bool {
+        let mut topic = d.msg.topic.as_str();
+        let mut topic_alias = None;
         if self.version.is_v5() && self.client_alias_maximum > 0 {
             let aliases = &mut self.aliases.get_or_insert_default().outgoing;
-            if let Some(alias) = aliases.get(&topic) {
-                properties.topic_alias = Some(*alias);
-                topic.clear();
+            if let Some(alias) = aliases.get(topic) {
+                topic_alias = Some(*alias);
+                topic = "";
             } else if aliases.len() < usize::from(self.client_alias_maximum) {
                 let alias = aliases.len() as u16 + 1;
-                aliases.insert(topic.clone(), alias);
-                properties.topic_alias = Some(alias);
+                aliases.insert(topic.to_owned(), alias);
+                topic_alias = Some(alias);
             }
         }
-        let p = Publish {
+        let publish = wire::OutgoingPublish {
             dup,
             qos: d.qos,
             retain: d.retain,
             topic,
             packet_id,
-            payload: d.msg.payload.clone(),
-            properties,
+            payload: &d.msg.payload,
+            properties: &d.msg.properties,
+            message_expiry_interval: d.msg.remaining_expiry(now_ms()),
+            topic_alias,
+            subscription_identifiers: &d.subscription_ids,
         };
-        let p = Packet::Publish(p);
-        if wire::encoded_len(&p, self.version) > self.client_max_packet_size as usize {
+        let max = self.client_max_packet_size as usize;
+        let sent = wire::encode_publish(&publish, self.version, max, &mut self.out);
+        if !sent {
             tracing::debug!(client_id = %self.shared.client_id, "message larger than the client's Maximum Packet Size dropped");
-            return None;
         }
-        Some(p)
+        sent
     }
 
     /// Encodes a packet into the output buffer.

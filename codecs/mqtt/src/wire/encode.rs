@@ -12,9 +12,9 @@ use super::properties::id::*;
 use super::read::MAX_VARIABLE_BYTE_INTEGER;
 use super::{
     AckProperties, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties,
-    DisconnectProperties, Packet, ProtocolVersion, PubResp, Publish, PublishProperties, SubAck,
-    Subscribe, SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe, UserProperty, Will,
-    reason,
+    DisconnectProperties, Packet, ProtocolVersion, PubResp, Publish, PublishProperties, QoS,
+    SubAck, Subscribe, SubscribeProperties, SubscriptionOptions, UnsubAck, Unsubscribe,
+    UserProperty, Will, reason,
 };
 
 /// Appends `packet` to `out` as `version` lays it out.
@@ -37,6 +37,66 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
     out.variable_byte_integer(body_len);
     write_body(packet, version, out);
     debug_assert_eq!(out.len() - start, encoded_len(packet, version));
+}
+
+/// A PUBLISH from borrowed parts, as a delivery sends it: the stored message's topic, payload
+/// and properties, with the fields that differ per subscriber beside them. Encoding one builds
+/// no [`Publish`], so a message going to many subscribers is not cloned for each.
+pub struct OutgoingPublish<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty when `topic_alias` stands for it.
+    pub topic: &'a str,
+    /// Ignored for QoS 0.
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    /// The message's own properties; the three fields below take the place of theirs.
+    pub properties: &'a PublishProperties,
+    pub message_expiry_interval: Option<u32>,
+    pub topic_alias: Option<u16>,
+    pub subscription_identifiers: &'a [u32],
+}
+
+impl<'a> OutgoingPublish<'a> {
+    fn of(p: &'a Publish) -> Self {
+        Self {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            properties: &p.properties,
+            message_expiry_interval: p.properties.message_expiry_interval,
+            topic_alias: p.properties.topic_alias,
+            subscription_identifiers: &p.properties.subscription_identifiers,
+        }
+    }
+}
+
+/// Appends `publish` to `out` as [`encode`] would the same [`Publish`], unless the packet would
+/// be longer than `max_len` (the client's Maximum Packet Size, §3.1.2.11.4): then nothing is
+/// written and the result is false.
+pub fn encode_publish(
+    publish: &OutgoingPublish<'_>,
+    version: ProtocolVersion,
+    max_len: usize,
+    out: &mut BytesMut,
+) -> bool {
+    let v5 = version.is_v5();
+    let mut counter = Counter(0);
+    publish_body(publish, v5, &mut counter);
+    let body_len = counter.0;
+    let len = 1 + variable_byte_integer_len(body_len) + body_len;
+    if len > max_len {
+        return false;
+    }
+    out.reserve(len);
+    out.put_u8(PUBLISH << 4 | publish_flags(publish));
+    out.variable_byte_integer(body_len);
+    publish_body(publish, v5, out);
+    true
 }
 
 /// The number of bytes [`encode`] appends for `packet`, fixed header included: compare it with
@@ -140,7 +200,7 @@ fn first_byte(packet: &Packet) -> u8 {
     let (kind, flags) = match packet {
         Packet::Connect(_) => (CONNECT, 0),
         Packet::ConnAck(_) => (CONNACK, 0),
-        Packet::Publish(p) => (PUBLISH, publish_flags(p)),
+        Packet::Publish(p) => (PUBLISH, publish_flags(&OutgoingPublish::of(p))),
         Packet::PubAck(_) => (PUBACK, 0),
         Packet::PubRec(_) => (PUBREC, 0),
         // §2.1.3: these three carry the fixed flags 0010.
@@ -159,7 +219,7 @@ fn first_byte(packet: &Packet) -> u8 {
 }
 
 /// DUP, QoS and RETAIN (§3.3.1). DUP is never written for QoS 0, where it must be 0.
-fn publish_flags(p: &Publish) -> u8 {
+fn publish_flags(p: &OutgoingPublish<'_>) -> u8 {
     let qos = p.qos as u8;
     let dup = p.dup && qos > 0;
     u8::from(dup) << 3 | qos << 1 | u8::from(p.retain)
@@ -242,14 +302,18 @@ fn connack<S: Sink>(c: &ConnAck, version: ProtocolVersion, s: &mut S) {
 }
 
 fn publish<S: Sink>(p: &Publish, v5: bool, s: &mut S) {
-    s.string(&p.topic);
+    publish_body(&OutgoingPublish::of(p), v5, s);
+}
+
+fn publish_body<S: Sink>(p: &OutgoingPublish<'_>, v5: bool, s: &mut S) {
+    s.string(p.topic);
     if p.qos as u8 > 0 {
         s.u16(p.packet_id);
     }
     if v5 {
-        properties(&p.properties, s);
+        properties(&PublishPropertySet(p), s);
     }
-    s.put(&p.payload);
+    s.put(p.payload);
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: MQTT 5 leaves off what it can (§3.4.2.1), as brokers do:
@@ -439,19 +503,28 @@ impl PropertySet for WillProperties<'_> {
 
 /// The properties of an application message, shared by PUBLISH and the will.
 fn message_properties<S: Sink>(s: &mut S, p: &PublishProperties) {
+    message_properties_expiring(s, p, p.message_expiry_interval);
+}
+
+/// [`message_properties`] with `expiry` in place of the message's own expiry interval.
+fn message_properties_expiring<S: Sink>(s: &mut S, p: &PublishProperties, expiry: Option<u32>) {
     byte(s, PAYLOAD_FORMAT_INDICATOR, p.payload_format_indicator);
-    four(s, MESSAGE_EXPIRY_INTERVAL, p.message_expiry_interval);
+    four(s, MESSAGE_EXPIRY_INTERVAL, expiry);
     string(s, CONTENT_TYPE, p.content_type.as_ref());
     string(s, RESPONSE_TOPIC, p.response_topic.as_ref());
     binary(s, CORRELATION_DATA, p.correlation_data.as_deref());
     user_properties(s, &p.user_properties);
 }
 
-impl PropertySet for PublishProperties {
+/// A PUBLISH's properties: the message's, then the topic alias and subscription identifiers.
+struct PublishPropertySet<'p, 'a>(&'p OutgoingPublish<'a>);
+
+impl PropertySet for PublishPropertySet<'_, '_> {
     fn write<S: Sink>(&self, s: &mut S) {
-        message_properties(s, self);
-        two(s, TOPIC_ALIAS, self.topic_alias);
-        for &id in &self.subscription_identifiers {
+        let p = self.0;
+        message_properties_expiring(s, p.properties, p.message_expiry_interval);
+        two(s, TOPIC_ALIAS, p.topic_alias);
+        for &id in p.subscription_identifiers {
             s.u8(SUBSCRIPTION_IDENTIFIER);
             s.variable_byte_integer(id as usize);
         }

@@ -12,7 +12,7 @@ pub mod reason;
 mod tests;
 
 pub use decode::decode;
-pub use encode::{encode, encoded_len};
+pub use encode::{OutgoingPublish, encode, encode_publish, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;
 pub use read::MAX_VARIABLE_BYTE_INTEGER;

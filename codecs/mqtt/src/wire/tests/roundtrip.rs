@@ -96,6 +96,48 @@ proptest! {
     }
 
     #[test]
+    fn a_publish_from_borrowed_parts_is_the_same_bytes_as_the_packet(
+        packet in publish(true),
+        v5 in any::<bool>(),
+        expiry in proptest::option::of(any::<u32>()),
+        alias in proptest::option::of(1u16..),
+        ids in vec(1u32..268_435_455, 0..3),
+    ) {
+        let Packet::Publish(publish) = packet else {
+            return Err(TestCaseError::fail("the strategy makes PUBLISH packets"));
+        };
+        let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+        let parts = OutgoingPublish {
+            dup: publish.dup,
+            qos: publish.qos,
+            retain: publish.retain,
+            topic: &publish.topic,
+            packet_id: publish.packet_id,
+            payload: &publish.payload,
+            properties: &publish.properties,
+            message_expiry_interval: expiry,
+            topic_alias: alias,
+            subscription_identifiers: &ids,
+        };
+        let whole = Publish {
+            properties: PublishProperties {
+                message_expiry_interval: expiry,
+                topic_alias: alias,
+                subscription_identifiers: ids.clone(),
+                ..publish.properties.clone()
+            },
+            ..publish.clone()
+        };
+        let expected = encode_to_vec(&Packet::Publish(whole), version);
+        let mut out = BytesMut::new();
+        prop_assert!(encode_publish(&parts, version, expected.len(), &mut out));
+        prop_assert_eq!(&out[..], &expected[..]);
+        let mut short = BytesMut::new();
+        prop_assert!(!encode_publish(&parts, version, expected.len() - 1, &mut short));
+        prop_assert!(short.is_empty(), "nothing written when the packet is too large");
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(
         bytes in vec(any::<u8>(), 0..300),
         version in version(),
