@@ -420,7 +420,7 @@ impl AmqpBroker {
             }
         }
         let mut batch = BatchBuilder::new();
-        batch.push(mapping::to_record(message, now as i64));
+        mapping::write_record(message, now as i64, &mut batch);
         let Some(batch) = batch.build() else {
             return Err(AmqpError::internal("cannot encode a record batch"));
         };

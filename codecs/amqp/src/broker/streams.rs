@@ -130,7 +130,7 @@ impl AmqpBroker {
         };
         let tp = TopicPartition::new(stream.clone(), p);
         let mut batch = BatchBuilder::new();
-        batch.push(mapping::to_record(message, now_ms()));
+        mapping::write_record(message, now_ms(), &mut batch);
         let Some(batch) = batch.build() else {
             return Err(AmqpError::internal("cannot encode a record batch"));
         };
