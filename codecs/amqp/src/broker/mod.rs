@@ -6,6 +6,7 @@
 //! channels ([`outbox`]). Dead letters go round the same path. Nothing polls: deliveries are
 //! pushed when a message arrives or credit frees up, and TTLs arm one timer per queue.
 
+pub(crate) mod append;
 mod declare;
 pub(crate) mod flow;
 pub mod outbox;
@@ -28,9 +29,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+#[cfg(test)]
+pub(crate) use declare::durable_stream_name;
 pub use declare::{DeclaredQueue, QueueDeclare};
 pub(crate) use flow::Backlogged;
 pub use queues::{Backing, QueueHandle, QueueSpec};
+
+use append::PendingAppends;
 
 use crate::error::AmqpError;
 use crate::mapping;
@@ -313,6 +318,7 @@ impl AmqpBroker {
         vhost: &Arc<VHost>,
         message: Message,
         backlogged: &mut Backlogged,
+        pending: &mut PendingAppends,
     ) -> Result<Published, AmqpError> {
         let bridge = self
             .topic_bridge
@@ -320,13 +326,15 @@ impl AmqpBroker {
             .filter(|_| message.exchange == BRIDGED_EXCHANGE && vhost.name == BRIDGED_VHOST)
             .cloned();
         let Some(bridge) = bridge else {
-            return self.route_and_store(vhost, message, Some(backlogged)).await;
+            return self
+                .route_and_store(vhost, message, Some((backlogged, pending)))
+                .await;
         };
         let forwarded = bridge
             .forward(&message.routing_key, &message.properties, &message.body)
             .await;
         let mut published = self
-            .route_and_store(vhost, message, Some(backlogged))
+            .route_and_store(vhost, message, Some((backlogged, pending)))
             .await?;
         if forwarded {
             published.stored += 1;
@@ -334,11 +342,14 @@ impl AmqpBroker {
         Ok(published)
     }
 
+    /// Routes and stores a message. From a session (`round`: its flow-control notes and held
+    /// appends), copies for durable queues may wait for the end of the round
+    /// ([`append`]); without one, everything is stored before this returns.
     async fn route_and_store(
         self: &Arc<Self>,
         vhost: &Arc<VHost>,
         message: Message,
-        backlogged: Option<&mut Backlogged>,
+        round: Option<(&mut Backlogged, &mut PendingAppends)>,
     ) -> Result<Published, AmqpError> {
         // An invalid expiration is refused before the message reaches any queue, so it is
         // never half-published.
@@ -351,7 +362,11 @@ impl AmqpBroker {
             self.metrics.messages_unroutable.inc();
             return Ok(Published::default());
         }
-        let published = self.store(&targets, message).await;
+        let (backlogged, pending) = match round {
+            Some((backlogged, pending)) => (Some(backlogged), Some(pending)),
+            None => (None, None),
+        };
+        let published = self.store(&targets, message, pending).await;
         self.settle(vhost, targets.iter().cloned()).await;
         if let Some(backlogged) = backlogged {
             // After dispatch: what a waiting consumer took at once is no backlog.
@@ -363,13 +378,27 @@ impl AmqpBroker {
         Ok(published)
     }
 
-    /// Stores `message` in each queue. Failures are counted, not returned: the publisher is
-    /// nacked and the other queues keep their copy.
-    async fn store(&self, targets: &[Arc<QueueHandle>], message: Message) -> Published {
+    /// Stores `message` in each queue, or with `pending`, holds the copies for durable queues
+    /// that take held appends there (counted as stored; a failure then nacks the publish when
+    /// the round's appends run). Failures are counted, not returned: the publisher is nacked
+    /// and the other queues keep their copy.
+    async fn store(
+        &self,
+        targets: &[Arc<QueueHandle>],
+        message: Message,
+        mut pending: Option<&mut PendingAppends>,
+    ) -> Published {
         let mut published = Published::default();
         let message = Arc::new(message);
         let now = now_ms().max(0) as u64;
         for q in targets {
+            if let Some(pending) = pending.as_deref_mut()
+                && q.takes_held_appends()
+            {
+                pending.push(q.clone(), (*message).clone(), now);
+                published.stored += 1;
+                continue;
+            }
             let result = match &q.spec.backing {
                 Backing::Memory => q
                     .lock()
@@ -488,7 +517,7 @@ impl AmqpBroker {
             let mut message = letter.message;
             message.exchange = letter.exchange;
             message.routing_key = letter.routing_key;
-            self.store(&targets, message).await;
+            self.store(&targets, message, None).await;
             pending.extend(targets);
         }
     }

@@ -405,9 +405,10 @@ impl Session {
         let routing_key = msg.publish.routing_key.as_str().to_owned();
         let message = Message::new(&exchange, &routing_key, msg.properties, msg.body);
         let mandatory_copy = msg.publish.mandatory.then(|| message.clone());
+        let mark = self.pending.mark();
         let mut published = self
             .broker
-            .publish_message(&vhost, message, &mut self.backlogged)
+            .publish_message(&vhost, message, &mut self.backlogged, &mut self.pending)
             .await?;
         self.unsynced.append(&mut published.unsynced);
         if published.unroutable()
@@ -428,8 +429,38 @@ impl Session {
             *seq += 1;
             let seq = *seq;
             channel.confirms.push((seq, published.refused == 0));
+            self.pending.tag_since(mark, (ch, seq));
         }
         Ok(())
+    }
+
+    /// Appends the copies this round held for durable queues ([`crate::broker::append`]);
+    /// the confirms of those that could not be stored become nacks. Returns how many could
+    /// not be stored.
+    pub(super) async fn append_pending(&mut self) -> usize {
+        if self.pending.is_empty() {
+            return 0;
+        }
+        let Ok(vhost) = self.vhost() else {
+            return 0;
+        };
+        let unstored = self
+            .broker
+            .append_pending(
+                &vhost,
+                &mut self.pending,
+                &mut self.backlogged,
+                &mut self.unsynced,
+            )
+            .await;
+        for (ch, seq) in unstored.confirms {
+            if let Some(c) = self.channels.get_mut(&ch)
+                && let Some(entry) = c.confirms.iter_mut().find(|(s, _)| *s == seq)
+            {
+                entry.1 = false;
+            }
+        }
+        unstored.count
     }
 
     /// Fsyncs the partitions that persistent messages of this read were appended to; false if
@@ -523,6 +554,12 @@ impl Session {
                 let ops = std::mem::take(self.channel(ch)?.tx.as_mut().ok_or_else(not_tx)?);
                 // The channel stays transactional: a new transaction starts empty.
                 self.run_tx(ch, ops).await?;
+                if self.append_pending().await > 0 {
+                    return Err(AmqpError::channel(
+                        ReplyCode::InternalError,
+                        "committed messages could not be stored",
+                    ));
+                }
                 // Committed persistent messages are on disk before commit-ok.
                 if !self.sync_published().await {
                     return Err(AmqpError::channel(

@@ -17,6 +17,7 @@ use amq_protocol::types::AMQPValue;
 use bytes::BytesMut;
 use switchboard_router::now_ms;
 
+use crate::broker::append::PendingAppends;
 use crate::broker::outbox::{AckTarget, ChannelShared, ConnShared, Outgoing, OutgoingKind};
 use crate::broker::{AmqpBroker, Backlogged, QueueHandle, VHost};
 use crate::error::AmqpError;
@@ -66,6 +67,9 @@ pub struct Session {
     unsynced: Vec<switchboard_model::TopicPartition>,
     /// Queues that publishes of the current read left above their high-water mark.
     backlogged: Backlogged,
+    /// Copies of this round's publishes for durable queues, appended together
+    /// ([`Session::append_pending`]).
+    pending: PendingAppends,
     /// Queues that acks and rejects of this round settled, to dispatch at its end.
     settled: Vec<Arc<QueueHandle>>,
     /// Deliveries an ack takes from its channel (kept to reuse the allocation).
@@ -96,6 +100,7 @@ impl Session {
             channels: HashMap::new(),
             unsynced: Vec::new(),
             backlogged: Backlogged::default(),
+            pending: PendingAppends::default(),
             settled: Vec::new(),
             taken: Vec::new(),
             scratch: Vec::new(),
@@ -173,6 +178,7 @@ impl Session {
     /// into the credit that freed up, once for the group rather than once per ack, and the
     /// publishes of the group are confirmed.
     pub async fn end_round(&mut self) {
+        self.append_pending().await;
         self.dispatch_settled().await;
         self.flush_confirms().await;
     }
@@ -195,6 +201,10 @@ impl Session {
                 }
             }
             return;
+        }
+        if !self.pending.is_empty() && !keeps_appends_held(&frame) {
+            // What this frame does may look at a queue: its held copies go in first.
+            self.append_pending().await;
         }
         let result = match frame {
             AMQPFrame::Heartbeat => Ok(()),
@@ -610,6 +620,8 @@ impl Session {
 
     /// The connection is gone: channels release what they held and exclusive queues go.
     pub async fn finish(&mut self) {
+        // Publishes the client sent before it went are stored, confirmed or not.
+        self.append_pending().await;
         self.close_all_channels().await;
         // Undelivered items hold their channel, which holds this outbox: drop them to break
         // the cycle (their queues requeued the messages when the channels closed).
@@ -699,6 +711,25 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// Frames that leave the round's held appends held: the parts of a publish, acknowledgements
+/// (they settle messages already delivered, never a held one) and heartbeats.
+fn keeps_appends_held(frame: &AMQPFrame) -> bool {
+    match frame {
+        AMQPFrame::Heartbeat | AMQPFrame::Header(..) | AMQPFrame::Body(..) => true,
+        AMQPFrame::Method(_, AMQPClass::Basic(m)) => {
+            use amq_protocol::protocol::basic::AMQPMethod;
+            matches!(
+                m,
+                AMQPMethod::Publish(_)
+                    | AMQPMethod::Ack(_)
+                    | AMQPMethod::Nack(_)
+                    | AMQPMethod::Reject(_)
+            )
+        }
+        _ => false,
     }
 }
 

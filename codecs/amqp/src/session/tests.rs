@@ -339,3 +339,116 @@ async fn a_method_before_open_is_command_invalid() {
         other => panic!("expected connection.close, got {other:?}"),
     }
 }
+
+fn declare_durable(channel: u16, name: &str) -> AMQPFrame {
+    method(
+        channel,
+        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: name.into(),
+            passive: false,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments: Default::default(),
+        })),
+    )
+}
+
+/// The batches of a durable queue's stream, as record counts.
+async fn stream_batches(h: &Harness, queue: &str) -> Vec<usize> {
+    let tp =
+        switchboard_model::TopicPartition::new(crate::broker::durable_stream_name("/", queue), 0);
+    let chunk = h
+        .session
+        .broker
+        .router()
+        .read(&tp, 0, 1 << 20)
+        .await
+        .expect("the queue's stream");
+    chunk
+        .batches
+        .into_iter()
+        .map(|b| {
+            switchboard_model::RecordBatch::parse(b)
+                .expect("a batch")
+                .records()
+                .expect("records")
+                .len()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reads_publishes_to_a_durable_queue_are_one_append_and_confirmed_together() {
+    let mut h = Harness::opened_channel().await;
+    h.step(vec![
+        declare_durable(1, "dq"),
+        method(
+            1,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+                nowait: true,
+            })),
+        ),
+    ])
+    .await;
+    let mut frames = Vec::new();
+    for i in 0..5u8 {
+        frames.extend(publish(1, "dq", &[i]));
+    }
+    let acks = h.step(frames).await;
+    match acks.as_slice() {
+        [AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))] => {
+            assert_eq!((a.delivery_tag, a.multiple), (5, true));
+        }
+        other => panic!("expected one ack, got {other:?}"),
+    }
+    assert_eq!(stream_batches(&h, "dq").await, vec![5]);
+}
+
+#[tokio::test]
+async fn a_method_after_publishes_in_the_same_read_sees_them_stored() {
+    let mut h = Harness::opened_channel().await;
+    h.step(vec![declare_durable(1, "dq")]).await;
+    let mut frames = Vec::new();
+    for i in 0..3u8 {
+        frames.extend(publish(1, "dq", &[i]));
+    }
+    frames.push(method(
+        1,
+        AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+            queue: "dq".into(),
+            nowait: false,
+        })),
+    ));
+    frames.extend(publish(1, "dq", b"after"));
+    let replies = h.step(frames).await;
+    match replies.as_slice() {
+        [AMQPFrame::Method(1, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)))] => {
+            assert_eq!(ok.message_count, 3, "the purge saw the publishes before it");
+        }
+        other => panic!("expected purge-ok, got {other:?}"),
+    }
+    // Before the purge, and the one after it: two appends.
+    assert_eq!(stream_batches(&h, "dq").await, vec![3, 1]);
+    let declared = h
+        .step(vec![method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: "dq".into(),
+                passive: true,
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments: Default::default(),
+            })),
+        )])
+        .await;
+    match declared.as_slice() {
+        [AMQPFrame::Method(1, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)))] => {
+            assert_eq!(ok.message_count, 1);
+        }
+        other => panic!("expected declare-ok, got {other:?}"),
+    }
+}
