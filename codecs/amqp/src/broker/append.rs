@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use switchboard_model::{BatchBuilder, RecordBatch, TopicPartition};
+use switchboard_router::now_ms;
 use switchboard_storage::Durability;
 
 use super::flow::Backlogged;
@@ -25,6 +26,9 @@ use crate::queue::{Message, PublishOutcome};
 /// Records per batch at most bytes: a round of large messages becomes several batches, still
 /// written by one append.
 const BATCH_BYTES: usize = 1 << 20;
+/// Bytes per append at most: a large transaction's copies go in several appends, each far
+/// below what one append may hold (`storage.log` refuses appends over 2 GiB).
+const APPEND_BYTES: usize = 64 << 20;
 
 /// A publish's confirm: the channel and the confirm sequence number.
 pub(crate) type ConfirmTag = (u16, u64);
@@ -38,7 +42,7 @@ pub(crate) struct PendingAppends {
 struct PendingCopy {
     queue: Arc<QueueHandle>,
     message: Message,
-    /// When it was published (ms): its record's timestamp and the start of its TTL.
+    /// When it was published (ms): its record's timestamp.
     now: u64,
     /// The publish to nack if the copy cannot be stored; `None` outside confirm mode.
     confirm: Option<ConfirmTag>,
@@ -117,16 +121,21 @@ impl AmqpBroker {
             }
         }
         let mut unstored = Unstored::default();
+        // The copies' time in their queues (for TTLs) starts here, and the queues dispatch as
+        // of the same moment: a copy with a TTL of 0 reaches a waiting consumer, as it did when
+        // each was stored on its own.
+        let now = now_ms().max(0) as u64;
         for (q, group) in &mut groups {
             if let Err(e) = self
-                .append_group(q, std::mem::take(group), unsynced, &mut unstored)
+                .append_group(q, std::mem::take(group), now, unsynced, &mut unstored)
                 .await
             {
                 tracing::warn!(queue = q.name(), error = %e, "cannot store messages");
             }
         }
         let queues: Vec<Arc<QueueHandle>> = groups.into_iter().map(|(q, _)| q).collect();
-        self.settle(vhost, queues.iter().cloned()).await;
+        self.settle_at(vhost, queues.iter().cloned(), Some(now))
+            .await;
         let flow = &self.settings.flow;
         for q in queues.into_iter().filter(|q| q.above_high_water(flow)) {
             backlogged.add(q);
@@ -134,44 +143,76 @@ impl AmqpBroker {
         unstored
     }
 
-    /// One queue's copies: one append of their records, then each held at its offset. On an
-    /// error every copy of the group is unstored.
+    /// One queue's copies: appended (one append per [`APPEND_BYTES`]), then each held at its
+    /// offset. A copy not stored (an append failed, the queue was deleted meanwhile, the queue
+    /// refused it) goes to `unstored`.
     async fn append_group(
         &self,
         q: &QueueHandle,
         group: Vec<PendingCopy>,
+        now: u64,
         unsynced: &mut Vec<TopicPartition>,
         unstored: &mut Unstored,
     ) -> Result<(), AmqpError> {
-        let fail = |unstored: &mut Unstored, group: &[PendingCopy]| {
-            for copy in group {
-                unstored.add(copy.confirm);
-            }
-        };
         let Some(tp) = q.backing_partition() else {
-            fail(unstored, &group);
+            group.iter().for_each(|c| unstored.add(c.confirm));
             return Err(AmqpError::internal("durable queue without a stream"));
         };
         let _order = q.append_lock.lock().await;
-        let batches = encode(&group);
-        if batches.is_empty() {
-            fail(unstored, &group);
-            return Err(AmqpError::internal("cannot encode a record batch"));
+        if q.is_deleted() {
+            // Deleted by another connection since the copies were routed to it.
+            group.iter().for_each(|c| unstored.add(c.confirm));
+            return Ok(());
         }
+        let mut rest = group;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let take = rest
+                .iter()
+                .position(|c| {
+                    bytes += c.message.body.len();
+                    bytes > APPEND_BYTES
+                })
+                .unwrap_or(rest.len())
+                .max(1);
+            let tail = rest.split_off(take);
+            let chunk = std::mem::replace(&mut rest, tail);
+            if let Err(e) = self
+                .append_chunk(q, tp, chunk, now, unsynced, unstored)
+                .await
+            {
+                rest.iter().for_each(|c| unstored.add(c.confirm));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends copies as one write and holds each at its offset, in the queue as of `now`.
+    async fn append_chunk(
+        &self,
+        q: &QueueHandle,
+        tp: &TopicPartition,
+        chunk: Vec<PendingCopy>,
+        now: u64,
+        unsynced: &mut Vec<TopicPartition>,
+        unstored: &mut Unstored,
+    ) -> Result<(), AmqpError> {
+        let batches = encode(&chunk);
         let appended = match self.router.append(tp, batches, Durability::Buffered).await {
             Ok(appended) => appended,
             Err(e) => {
-                fail(unstored, &group);
+                chunk.iter().for_each(|c| unstored.add(c.confirm));
                 return Err(e.into());
             }
         };
-        if group.iter().any(|c| is_persistent(&c.message.properties)) {
+        if chunk.iter().any(|c| is_persistent(&c.message.properties)) && !unsynced.contains(tp) {
             unsynced.push(tp.clone());
         }
         let mut inner = q.lock();
-        for (offset, copy) in (appended.base_offset..).zip(group) {
+        for (offset, copy) in (appended.base_offset..).zip(chunk) {
             let confirm = copy.confirm;
-            match inner.queue.publish_at(offset, copy.message, copy.now) {
+            match inner.queue.publish_at(offset, copy.message, now) {
                 Ok(PublishOutcome::Enqueued(_)) => {}
                 Ok(PublishOutcome::Rejected) | Err(_) => unstored.add(confirm),
             }

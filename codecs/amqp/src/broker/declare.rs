@@ -355,6 +355,10 @@ impl AmqpBroker {
             state.queues.remove(q.name());
             state.topology.remove_queue(q.name());
         }
+        // An append of held copies that got the lock first finishes before the stream goes;
+        // one that comes after sees the queue deleted (`broker::append`). Otherwise it could
+        // write into the stream of a queue re-declared under the same name.
+        let _appends = q.append_lock.lock().await;
         q.mark_deleted();
         q.cancel_all_consumers();
         if q.spec.durable {

@@ -267,14 +267,14 @@ impl Queue {
         })
     }
 
-    /// Whether a publish of `size` body bytes would be refused now (`x-overflow` =
-    /// `reject-publish(-dlx)` and the queue full), so that a durable queue can refuse before
-    /// appending to its stream.
     /// Whether `x-max-length` or `x-max-length-bytes` applies.
     pub fn limits_length(&self) -> bool {
         self.args.max_length.is_some() || self.args.max_length_bytes.is_some()
     }
 
+    /// Whether a publish of `size` body bytes would be refused now (`x-overflow` =
+    /// `reject-publish(-dlx)` and the queue full), so that a durable queue can refuse before
+    /// appending to its stream.
     pub fn rejects_publish(&self, size: u64) -> bool {
         self.args.overflow != Overflow::DropHead && self.would_overflow(size)
     }

@@ -452,3 +452,45 @@ async fn a_method_after_publishes_in_the_same_read_sees_them_stored() {
         other => panic!("expected declare-ok, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_message_with_ttl_0_held_for_a_durable_queue_still_reaches_a_waiting_consumer() {
+    let mut h = Harness::opened_channel().await;
+    h.step(vec![declare_durable(1, "dq")]).await;
+    h.step(vec![method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "dq".into(),
+            consumer_tag: "c".into(),
+            no_local: false,
+            no_ack: true,
+            exclusive: false,
+            nowait: false,
+            arguments: Default::default(),
+        })),
+    )])
+    .await;
+    // Many publishes in one read, so the round takes a while before the held copies go in.
+    let mut frames = Vec::new();
+    for i in 0..200u8 {
+        let mut publish = publish(1, "dq", &[i]);
+        if let AMQPFrame::Header(_, header) = &mut publish[1] {
+            header.properties = BasicProperties::default().with_expiration("0".into());
+        }
+        frames.extend(publish);
+    }
+    let delivered = h.step(frames).await;
+    let deliveries = delivered
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Deliver(_)))
+            )
+        })
+        .count();
+    assert_eq!(
+        deliveries, 200,
+        "expiration 0 means deliver now or never: a consumer waits"
+    );
+}
