@@ -62,7 +62,9 @@ pub struct Session {
     vhost: Option<Arc<VHost>>,
     /// The client announced `consumer_cancel_notify`: it understands a server `basic.cancel`.
     cancel_notify: bool,
-    channels: HashMap<u16, Channel>,
+    /// Looked up for every frame, so hashed with foldhash (seeded) rather than SipHash: the
+    /// keys are the client's channel numbers, at most `channel_max` of them.
+    channels: HashMap<u16, Channel, foldhash::fast::RandomState>,
     /// Partitions that persistent messages of the current read were appended to, unsynced.
     unsynced: Vec<switchboard_model::TopicPartition>,
     /// Queues that publishes of the current read left above their high-water mark.
@@ -97,7 +99,7 @@ impl Session {
             heartbeat: 0,
             vhost: None,
             cancel_notify: false,
-            channels: HashMap::new(),
+            channels: HashMap::default(),
             unsynced: Vec::new(),
             backlogged: Backlogged::default(),
             pending: PendingAppends::default(),
