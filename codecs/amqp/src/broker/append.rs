@@ -43,7 +43,7 @@ struct PendingCopy {
     queue: Arc<QueueHandle>,
     message: Message,
     /// When it was published (ms): its record's timestamp.
-    now: u64,
+    published: u64,
     /// The publish to nack if the copy cannot be stored; `None` outside confirm mode.
     confirm: Option<ConfirmTag>,
 }
@@ -65,11 +65,11 @@ impl PendingAppends {
         }
     }
 
-    pub(super) fn push(&mut self, queue: Arc<QueueHandle>, message: Message, now: u64) {
+    pub(super) fn push(&mut self, queue: Arc<QueueHandle>, message: Message, published: u64) {
         self.entries.push(PendingCopy {
             queue,
             message,
-            now,
+            published,
             confirm: None,
         });
     }
@@ -234,7 +234,7 @@ fn encode(group: &[PendingCopy]) -> Vec<RecordBatch> {
             batches.extend(std::mem::take(&mut builder).build());
             bytes = 0;
         }
-        mapping::write_record(&copy.message, copy.now as i64, &mut builder);
+        mapping::write_record(&copy.message, copy.published as i64, &mut builder);
         bytes += copy.message.body.len() + copy.message.routing_key.len();
     }
     batches.extend(builder.build());

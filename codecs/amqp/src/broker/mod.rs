@@ -480,9 +480,9 @@ impl AmqpBroker {
         self.settle_at(vhost, queues, None).await;
     }
 
-    /// [`AmqpBroker::settle`], dispatching `queues` themselves as of `at` (ms) when given: the
-    /// moment their new messages entered them, so that a TTL of 0 still reaches a waiting
-    /// consumer however long storing them took.
+    /// [`AmqpBroker::settle`], dispatching as of `at` (ms) when given: the moment the queues'
+    /// new messages entered them, so that a TTL of 0 still reaches a waiting consumer however
+    /// long storing them took.
     pub(crate) async fn settle_at(
         self: &Arc<Self>,
         vhost: &Arc<VHost>,
@@ -490,18 +490,11 @@ impl AmqpBroker {
         at: Option<u64>,
     ) {
         let mut pending: VecDeque<Arc<QueueHandle>> = queues.into_iter().collect();
-        let mut at_for = if at.is_some() { pending.len() } else { 0 };
         let mut letters: VecDeque<(String, DeadLetter)> = VecDeque::new();
         let mut hops = 0;
         loop {
             while let Some(q) = pending.pop_front() {
-                let now = match at {
-                    Some(at) if at_for > 0 => {
-                        at_for -= 1;
-                        at
-                    }
-                    _ => now_ms().max(0) as u64,
-                };
+                let now = at.unwrap_or_else(|| now_ms().max(0) as u64);
                 let done = q.dispatch(now, &self.settings.flow);
                 if let Some(at) = done.next_expiry {
                     self.arm_expiry(vhost, &q, at);

@@ -171,6 +171,26 @@ fn publish(channel: u16, key: &str, body: &[u8]) -> Vec<AMQPFrame> {
     ]
 }
 
+/// `confirm.select` with nowait.
+fn confirm_select(channel: u16) -> AMQPFrame {
+    method(
+        channel,
+        AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
+            nowait: true,
+        })),
+    )
+}
+
+/// The frames are one `basic.ack` on channel 1 with `multiple`, up to `tag`.
+fn assert_one_multiple_ack(frames: &[AMQPFrame], tag: u64) {
+    match frames {
+        [AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))] => {
+            assert_eq!((a.delivery_tag, a.multiple), (tag, true));
+        }
+        other => panic!("expected one ack, got {other:?}"),
+    }
+}
+
 fn declare(channel: u16, name: &str) -> AMQPFrame {
     method(
         channel,
@@ -263,27 +283,13 @@ async fn a_published_message_is_delivered_to_a_consumer_after_consume_ok() {
 #[tokio::test]
 async fn publishes_of_one_read_are_confirmed_with_one_multiple_ack() {
     let mut h = Harness::opened_channel().await;
-    h.step(vec![
-        declare(1, "q"),
-        method(
-            1,
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-                nowait: true,
-            })),
-        ),
-    ])
-    .await;
+    h.step(vec![declare(1, "q"), confirm_select(1)]).await;
     let mut frames = Vec::new();
     for i in 0..3u8 {
         frames.extend(publish(1, "q", &[i]));
     }
     let acks = h.step(frames).await;
-    match acks.as_slice() {
-        [AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))] => {
-            assert_eq!((a.delivery_tag, a.multiple), (3, true));
-        }
-        other => panic!("expected one ack, got {other:?}"),
-    }
+    assert_one_multiple_ack(&acks, 3);
 }
 
 #[tokio::test]
@@ -382,27 +388,14 @@ async fn stream_batches(h: &Harness, queue: &str) -> Vec<usize> {
 #[tokio::test]
 async fn a_reads_publishes_to_a_durable_queue_are_one_append_and_confirmed_together() {
     let mut h = Harness::opened_channel().await;
-    h.step(vec![
-        declare_durable(1, "dq"),
-        method(
-            1,
-            AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
-                nowait: true,
-            })),
-        ),
-    ])
-    .await;
+    h.step(vec![declare_durable(1, "dq"), confirm_select(1)])
+        .await;
     let mut frames = Vec::new();
     for i in 0..5u8 {
         frames.extend(publish(1, "dq", &[i]));
     }
     let acks = h.step(frames).await;
-    match acks.as_slice() {
-        [AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))] => {
-            assert_eq!((a.delivery_tag, a.multiple), (5, true));
-        }
-        other => panic!("expected one ack, got {other:?}"),
-    }
+    assert_one_multiple_ack(&acks, 5);
     assert_eq!(stream_batches(&h, "dq").await, vec![5]);
 }
 
