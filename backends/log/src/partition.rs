@@ -340,6 +340,9 @@ impl Partition {
         if old.size() == 0 {
             return Ok(());
         }
+        // A sealed segment's file must end with its last batch (its length is trusted on
+        // reopen), and be cut before its fsync makes that length durable.
+        old.release_reserve()?;
         let before = w.indexer.clone();
         if let Some(last) = w.indexer.seal()
             && let Err(e) = old.times.append(&[last])
@@ -355,7 +358,7 @@ impl Partition {
             }
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
-        let fresh = Arc::new(Segment::open(&self.dir, next, true)?);
+        let fresh = Arc::new(Segment::open(&self.dir, next, true, syncs)?);
         if syncs && let Err(e) = sync_dir(&self.dir) {
             let _ = fresh.remove_files();
             return Err(e.into());

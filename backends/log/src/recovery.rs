@@ -115,6 +115,20 @@ pub(crate) fn scan(log: &File, base: Offset, len: u64, interval: u32) -> io::Res
     Ok(out)
 }
 
+/// Whether the file holds only zero bytes from `pos` to its end (a batch header of zeros is
+/// never valid: its magic byte is 0).
+fn reads_zeros(log: &File, pos: u64) -> io::Result<bool> {
+    let mut reader = BufReader::with_capacity(64 * 1024, PosReader::new(log, pos));
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk)? {
+            0 => return Ok(true),
+            n if chunk[..n].iter().any(|&b| b != 0) => return Ok(false),
+            _ => {}
+        }
+    }
+}
+
 fn corrupt(tp: &TopicPartition, reason: String) -> StorageError {
     StorageError::Corrupt {
         tp: tp.clone(),
@@ -154,7 +168,7 @@ fn open_sealed(
     base: Offset,
     config: &LogConfig,
 ) -> StorageResult<Segment> {
-    let mut segment = Segment::open(dir, base, false)?;
+    let mut segment = Segment::open(dir, base, false, false)?;
     let len = segment.log.metadata()?.len();
     let last_time = segment.times.last()?;
     let last_offset = segment.offsets.last()?;
@@ -163,7 +177,7 @@ fn open_sealed(
         && (len == 0 || last_time.is_some())
         && last_offset.is_none_or(|e| u64::from(e.pos) < len);
     if whole {
-        segment.set_loaded(len, last_time.map_or(i64::MIN, |e| e.ts));
+        segment.set_loaded(len, last_time.map_or(i64::MIN, |e| e.ts))?;
         return Ok(segment);
     }
     tracing::warn!(partition = %tp, base, "rebuilding the indexes of a sealed segment");
@@ -189,7 +203,7 @@ fn open_sealed(
     if config.fsync.syncs() {
         segment.sync_all()?;
     }
-    segment.set_loaded(len, found.max_ts);
+    segment.set_loaded(len, found.max_ts)?;
     Ok(segment)
 }
 
@@ -209,10 +223,15 @@ fn recover_active(
     base: Offset,
     config: &LogConfig,
 ) -> StorageResult<(Segment, Writer, Offset)> {
-    let mut segment = Segment::open(dir, base, false)?;
+    let mut segment = Segment::open(dir, base, false, config.fsync.syncs())?;
     let len = segment.log.metadata()?.len();
     let found = scan(&segment.log, base, len, config.index_interval_bytes)?;
-    if let Some(why) = &found.stopped {
+    if found.stopped.is_some() && reads_zeros(&segment.log, found.valid_len)? {
+        // The rest of the file was reserved ahead of the batches (see `segment`) and never
+        // written: the log ends here, nothing was torn.
+        tracing::debug!(partition = %tp, segment = base, "cutting off a reserved tail");
+        segment.log.set_len(found.valid_len)?;
+    } else if let Some(why) = &found.stopped {
         tracing::warn!(
             partition = %tp,
             segment = base,
@@ -228,7 +247,7 @@ fn recover_active(
         // What survived the crash is what we now serve: make it (and the cut) durable.
         segment.sync_all()?;
     }
-    segment.set_loaded(found.valid_len, found.max_ts);
+    segment.set_loaded(found.valid_len, found.max_ts)?;
     let writer = Writer {
         indexer: found.indexer,
         active_since_ms: (found.valid_len > 0)
@@ -240,7 +259,7 @@ fn recover_active(
 }
 
 fn fresh_segment(dir: &Path, base: Offset, config: &LogConfig) -> StorageResult<(Segment, Writer)> {
-    let segment = Segment::open(dir, base, true)?;
+    let segment = Segment::open(dir, base, true, config.fsync.syncs())?;
     if config.fsync.syncs() {
         sync_dir(dir)?;
     }

@@ -10,6 +10,7 @@ mod segments;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use switchboard_model::batch::peek_header;
 use switchboard_model::{StreamName, TopicPartition};
 use switchboard_storage::Durability;
 use switchboard_storage::conformance::batch;
@@ -46,6 +47,17 @@ fn segment_logs(dir: &Path) -> Vec<PathBuf> {
         .collect();
     logs.sort();
     logs
+}
+
+/// Bytes of the whole batches a segment log file starts with. An active segment's file may be
+/// longer: it is reserved ahead of its batches (see `segment`).
+fn batch_bytes(log: &Path) -> u64 {
+    let bytes = std::fs::read(log).unwrap();
+    let mut at = 0;
+    while let Ok(h) = peek_header(&bytes[at..]) {
+        at += h.total_len();
+    }
+    at as u64
 }
 
 impl LogStorage {

@@ -7,9 +7,9 @@ use std::path::Path;
 use switchboard_storage::conformance::{batch, read_all};
 use switchboard_storage::{Durability, Storage, StorageError};
 
-use super::{fill, partition_dir, segment_logs, small_config, tp};
+use super::{batch_bytes, fill, partition_dir, segment_logs, small_config, tp};
 use crate::LogStorage;
-use crate::segment::{INDEX_EXT, file_name};
+use crate::segment::{INDEX_EXT, RESERVE_BYTES, file_name};
 
 fn append_bytes(path: &Path, bytes: &[u8]) {
     fs::OpenOptions::new()
@@ -54,6 +54,51 @@ async fn a_torn_tail_with_a_bad_crc_is_cut_off_on_reopen() {
         .unwrap();
     assert_eq!(at.base_offset, 5);
     assert_eq!(read_all(&s, &tp, 0).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_reserved_tail_left_by_a_crash_is_cut_off_and_appends_follow_the_batches() {
+    let root = tempfile::tempdir().unwrap();
+    let tp = tp("reserved");
+    {
+        let s = LogStorage::open(root.path(), small_config(1 << 20))
+            .await
+            .unwrap();
+        s.open_partition(&tp).await.unwrap();
+        fill(&s, &tp, 4, 100, 0).await;
+    }
+    let log = segment_logs(&partition_dir(root.path(), &tp))
+        .pop()
+        .unwrap();
+    let intact = fs::metadata(&log).unwrap().len();
+    // A crash leaves the active segment as long as it was reserved: zeros after the batches.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(intact + RESERVE_BYTES)
+        .unwrap();
+
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 4);
+    let at = s
+        .append(&tp, vec![batch(2, 10, 0)], Durability::Sync)
+        .await
+        .unwrap();
+    assert_eq!(at.base_offset, 4);
+    drop(s);
+    assert_eq!(
+        batch_bytes(&log),
+        fs::metadata(&log).unwrap().len(),
+        "the new batch follows the old ones, nothing in between"
+    );
+    let s = LogStorage::open(root.path(), small_config(1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&s, &tp, 0).await.len(), 5);
+    assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 6);
 }
 
 #[tokio::test]

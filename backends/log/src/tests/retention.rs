@@ -5,7 +5,7 @@ use std::fs;
 use switchboard_storage::conformance::{batch, read_all};
 use switchboard_storage::{Durability, Retention, Storage, StorageError};
 
-use super::{fill, partition_dir, segment_logs, small_config, tp};
+use super::{batch_bytes, fill, partition_dir, segment_logs, small_config, tp};
 use crate::LogStorage;
 
 #[tokio::test]
@@ -62,8 +62,8 @@ async fn size_retention_deletes_oldest_segments_but_keeps_max_bytes() {
     let start = s.apply_retention(&tp, retention, 0).await.unwrap();
 
     let logs = segment_logs(&partition_dir(root.path(), &tp));
-    let kept: u64 = logs.iter().map(|l| fs::metadata(l).unwrap().len()).sum();
-    let oldest = fs::metadata(&logs[0]).unwrap().len();
+    let kept: u64 = logs.iter().map(|l| batch_bytes(l)).sum();
+    let oldest = batch_bytes(&logs[0]);
     assert!(kept >= keep && kept - oldest < keep, "kept {kept} bytes");
     assert_eq!(start % 7, 0, "a segment boundary");
     assert_eq!(s.bounds(&tp).await.unwrap().log_start, start);

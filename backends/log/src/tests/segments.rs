@@ -6,9 +6,9 @@ use switchboard_model::RecordBatch;
 use switchboard_storage::conformance::{batch, read_all};
 use switchboard_storage::{Durability, Storage};
 
-use super::{fill, partition_dir, segment_logs, small_config, tp};
-use crate::segment::{INDEX_EXT, TIME_INDEX_EXT, file_name};
-use crate::{LogConfig, LogStorage};
+use super::{batch_bytes, fill, partition_dir, segment_logs, small_config, tp};
+use crate::segment::{INDEX_EXT, RESERVE_BYTES, TIME_INDEX_EXT, file_name};
+use crate::{FsyncPolicy, LogConfig, LogStorage};
 
 #[tokio::test]
 async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
@@ -30,10 +30,63 @@ async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
     assert_eq!(names[0], file_name(0, "log").as_str());
     assert_eq!(names[1], file_name(7, "log").as_str());
     for log in &logs {
-        let len = fs::metadata(log).unwrap().len();
+        let len = batch_bytes(log);
         assert!(len <= 4096, "{log:?} holds {len} bytes");
     }
     assert_eq!(read_all(&s, &tp, 0).await.len(), 30);
+}
+
+#[tokio::test]
+async fn a_synced_active_segment_is_reserved_ahead_and_cut_back_when_sealed_or_closed() {
+    let root = tempfile::tempdir().unwrap();
+    let s = LogStorage::open(root.path(), small_config(4096))
+        .await
+        .unwrap();
+    let tp = tp("reserve");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 10, 500, 0).await;
+
+    let logs = segment_logs(&partition_dir(root.path(), &tp));
+    let (active, sealed) = logs.split_last().unwrap();
+    assert_eq!(sealed.len(), 1);
+    let sealed_len = fs::metadata(&sealed[0]).unwrap().len();
+    assert_eq!(
+        sealed_len,
+        batch_bytes(&sealed[0]),
+        "a sealed segment is cut back"
+    );
+    let active_len = fs::metadata(active).unwrap().len();
+    assert!(batch_bytes(active) > 0);
+    assert_eq!(
+        active_len % RESERVE_BYTES,
+        0,
+        "reserved ahead: {active_len}"
+    );
+    assert!(active_len > batch_bytes(active));
+
+    drop(s);
+    assert_eq!(
+        fs::metadata(active).unwrap().len(),
+        batch_bytes(active),
+        "a segment closed cleanly is cut back"
+    );
+}
+
+#[tokio::test]
+async fn without_fsync_the_active_segment_is_not_reserved() {
+    let root = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config(1 << 20)
+    };
+    let s = LogStorage::open(root.path(), config).await.unwrap();
+    let tp = tp("no-reserve");
+    s.open_partition(&tp).await.unwrap();
+    fill(&s, &tp, 3, 100, 0).await;
+    let log = segment_logs(&partition_dir(root.path(), &tp))
+        .pop()
+        .unwrap();
+    assert_eq!(fs::metadata(&log).unwrap().len(), batch_bytes(&log));
 }
 
 #[tokio::test]
