@@ -115,18 +115,15 @@ pub(crate) fn scan(log: &File, base: Offset, len: u64, interval: u32) -> io::Res
     Ok(out)
 }
 
-/// Whether the file holds only zero bytes from `pos` to its end (a batch header of zeros is
-/// never valid: its magic byte is 0).
+/// Whether the file goes on with zero bytes at `pos`, where a scan stopped (a batch header of
+/// zeros is never valid: its magic byte is 0). Only the first 64 KiB are looked at: a reserved
+/// tail is megabytes long, and this only decides how the cut is reported.
 fn reads_zeros(log: &File, pos: u64) -> io::Result<bool> {
-    let mut reader = BufReader::with_capacity(64 * 1024, PosReader::new(log, pos));
-    let mut chunk = [0u8; 8192];
-    loop {
-        match reader.read(&mut chunk)? {
-            0 => return Ok(true),
-            n if chunk[..n].iter().any(|&b| b != 0) => return Ok(false),
-            _ => {}
-        }
-    }
+    let mut window = Vec::with_capacity(64 * 1024);
+    PosReader::new(log, pos)
+        .take(64 * 1024)
+        .read_to_end(&mut window)?;
+    Ok(!window.is_empty() && window.iter().all(|&b| b == 0))
 }
 
 fn corrupt(tp: &TopicPartition, reason: String) -> StorageError {

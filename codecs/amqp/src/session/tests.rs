@@ -8,6 +8,8 @@ use amq_protocol::protocol::{
 };
 use switchboard_memory::MemoryStorage;
 use switchboard_router::{MetaStore, Router};
+use switchboard_storage::SharedStorage;
+use switchboard_storage::fault::FaultyStorage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,10 +31,10 @@ impl Drop for Harness {
     }
 }
 
-async fn broker() -> (Arc<AmqpBroker>, tempfile::TempDir, CancellationToken) {
+async fn broker(storage: SharedStorage) -> (Arc<AmqpBroker>, tempfile::TempDir, CancellationToken) {
     let dir = tempfile::tempdir().expect("temp dir");
     let meta = MetaStore::open(dir.path()).await.expect("meta");
-    let router = Router::new(meta, Arc::new(MemoryStorage::new()));
+    let router = Router::new(meta, storage);
     let cancel = CancellationToken::new();
     let broker = AmqpBroker::start(
         router,
@@ -48,7 +50,11 @@ async fn broker() -> (Arc<AmqpBroker>, tempfile::TempDir, CancellationToken) {
 
 impl Harness {
     async fn new() -> Self {
-        let (broker, dir, cancel) = broker().await;
+        Self::on(Arc::new(MemoryStorage::new())).await
+    }
+
+    async fn on(storage: SharedStorage) -> Self {
+        let (broker, dir, cancel) = broker(storage).await;
         let peer = "127.0.0.1:5000".parse().expect("addr");
         Self {
             session: Session::new(broker, peer),
@@ -74,7 +80,11 @@ impl Harness {
     }
 
     async fn open(user: &str, pass: &str) -> (Self, Vec<AMQPFrame>) {
-        let mut h = Self::new().await;
+        Self::open_on(Arc::new(MemoryStorage::new()), user, pass).await
+    }
+
+    async fn open_on(storage: SharedStorage, user: &str, pass: &str) -> (Self, Vec<AMQPFrame>) {
+        let mut h = Self::on(storage).await;
         let start = h.written();
         assert!(matches!(
             start.as_slice(),
@@ -126,7 +136,11 @@ impl Harness {
     }
 
     async fn opened_channel() -> Self {
-        let (mut h, _) = Self::open("guest", "guest").await;
+        Self::opened_channel_on(Arc::new(MemoryStorage::new())).await
+    }
+
+    async fn opened_channel_on(storage: SharedStorage) -> Self {
+        let (mut h, _) = Self::open_on(storage, "guest", "guest").await;
         let ok = h
             .step(vec![method(
                 1,
@@ -397,6 +411,61 @@ async fn a_reads_publishes_to_a_durable_queue_are_one_append_and_confirmed_toget
     let acks = h.step(frames).await;
     assert_one_multiple_ack(&acks, 5);
     assert_eq!(stream_batches(&h, "dq").await, vec![5]);
+}
+
+#[tokio::test]
+async fn held_copies_the_storage_refuses_are_nacked_and_never_queued() {
+    let (storage, faults) = FaultyStorage::new(Arc::new(MemoryStorage::new()));
+    let mut h = Harness::opened_channel_on(Arc::new(storage)).await;
+    h.step(vec![declare_durable(1, "dq"), confirm_select(1)])
+        .await;
+    faults.fail_next_appends(1);
+    let mut frames = Vec::new();
+    for i in 0..3u8 {
+        frames.extend(publish(1, "dq", &[i]));
+    }
+    let replies = h.step(frames).await;
+    let mut nacked = 0;
+    for frame in &replies {
+        match frame {
+            AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Nack(n))) => {
+                nacked = if n.multiple {
+                    n.delivery_tag
+                } else {
+                    assert_eq!(n.delivery_tag, nacked + 1, "nacks in order");
+                    n.delivery_tag
+                };
+            }
+            other => panic!("expected only nacks, got {other:?}"),
+        }
+    }
+    assert_eq!(nacked, 3, "every publish of the failed append is nacked");
+    assert!(stream_batches(&h, "dq").await.is_empty());
+
+    // The queue holds none of them; the next publish is stored and confirmed as usual.
+    let acked = h.step(publish(1, "dq", b"stored")).await;
+    match acked.as_slice() {
+        [AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(a)))] => {
+            assert_eq!(a.delivery_tag, 4);
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    assert_eq!(stream_batches(&h, "dq").await, vec![1]);
+    let count = h
+        .step(vec![method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+                queue: "dq".into(),
+                nowait: false,
+            })),
+        )])
+        .await;
+    match count.as_slice() {
+        [AMQPFrame::Method(1, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)))] => {
+            assert_eq!(ok.message_count, 1, "only the stored message was queued");
+        }
+        other => panic!("expected purge-ok, got {other:?}"),
+    }
 }
 
 #[tokio::test]
