@@ -78,15 +78,19 @@ pub fn now_ms() -> i64 {
 pub struct Router {
     meta: MetaStore,
     storage: SharedStorage,
-    partitions: Mutex<HashMap<TopicPartition, Arc<PartitionHandle>>>,
+    partitions: Mutex<Handles>,
 }
+
+/// Looked up for every append and read: hashed with foldhash (seeded per map) rather than
+/// SipHash.
+type Handles = HashMap<TopicPartition, Arc<PartitionHandle>, foldhash::fast::RandomState>;
 
 impl Router {
     pub fn new(meta: MetaStore, storage: SharedStorage) -> Arc<Self> {
         Arc::new(Self {
             meta,
             storage,
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(Handles::default()),
         })
     }
 
@@ -98,7 +102,7 @@ impl Router {
         &self.storage
     }
 
-    fn handles(&self) -> MutexGuard<'_, HashMap<TopicPartition, Arc<PartitionHandle>>> {
+    fn handles(&self) -> MutexGuard<'_, Handles> {
         self.partitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 

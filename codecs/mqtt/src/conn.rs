@@ -534,6 +534,13 @@ async fn run(
     // until when at most.
     let mut held: Vec<Arc<SessionShared>> = Vec::new();
     let mut held_until = Instant::now();
+    // One timer for all the deadlines below (a second one would grow every connection's
+    // future). It is moved only when the nearest deadline comes closer than it, or after it
+    // fired: every packet pushes the keep-alive back, and re-arming the timer for each one cost
+    // a timer registration and removal per message. Firing early is harmless: each deadline is
+    // checked again when it does.
+    let timer = tokio::time::sleep_until(Instant::now() + far);
+    tokio::pin!(timer);
     if buf.is_empty() {
         // The CONNECT has been read: an idle client holds no read buffer (see the module doc).
         buf = BytesMut::new();
@@ -575,7 +582,6 @@ async fn run(
         }
         let silent_until = last_heard + keep_alive.unwrap_or(far);
         let sleep_at = (can_sleep && !paused).then(|| last_active + quiet_for);
-        // One timer for all: a second one would grow every connection's future.
         let mut deadline = silent_until;
         let resume_at = paused.then_some(held_until);
         for due in [session.checkpoint_due(), sleep_at, resume_at]
@@ -583,6 +589,9 @@ async fn run(
             .flatten()
         {
             deadline = deadline.min(due);
+        }
+        if timer.is_elapsed() || deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
         }
         tokio::select! {
             read = io.read(&mut buf), if !paused => {
@@ -618,7 +627,7 @@ async fn run(
                     last_active = Instant::now();
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if now >= silent_until {
                     return Outcome::End(Ending::server(

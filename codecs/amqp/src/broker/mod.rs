@@ -163,7 +163,8 @@ pub struct AmqpBroker {
     router: Arc<Router>,
     pub settings: AmqpSettings,
     pub metrics: AmqpMetrics,
-    vhosts: HashMap<String, Arc<VHost>>,
+    /// Looked up for every publish, MQTT's too (the `amq.topic` link): foldhash.
+    vhosts: HashMap<String, Arc<VHost>, foldhash::fast::RandomState>,
     next_id: AtomicU64,
     live_connections: AtomicUsize,
     connections_gone: Notify,
