@@ -69,10 +69,6 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    /// One record's fields up to its headers, and its headers: the record's length prefix
-    /// and header count are known only once both are written.
-    fields: Vec<u8>,
-    headers: Vec<u8>,
 }
 
 impl Default for BatchBuilder {
@@ -85,8 +81,6 @@ impl Default for BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
-            fields: Vec::new(),
-            headers: Vec::new(),
         }
     }
 }
@@ -96,6 +90,26 @@ impl Default for BatchBuilder {
 const RECORD_OVERHEAD: usize = 1 + 10 + 5 + 5 + 5 + 5 + 5;
 /// Room first set aside for a record's headers.
 const HEADERS_ROOM: usize = 128;
+/// The most bytes a varint of an `i32` takes: the room left for a record's length and header
+/// count, which are known only once its headers are written.
+const VARINT_ROOM: usize = 5;
+
+/// Writes `v` into the `VARINT_ROOM` bytes left at `at`, closing up what it does not use.
+fn fill_varint_room(out: &mut Vec<u8>, at: usize, v: i32) {
+    let mut u = ((v << 1) ^ (v >> 31)) as u32;
+    let mut encoded = [0u8; VARINT_ROOM];
+    let mut n = 0;
+    while u >= 0x80 {
+        encoded[n] = (u as u8) | 0x80;
+        u >>= 7;
+        n += 1;
+    }
+    encoded[n] = u as u8;
+    n += 1;
+    out.copy_within(at + VARINT_ROOM.., at + n);
+    out[at..at + n].copy_from_slice(&encoded[..n]);
+    out.truncate(out.len() - (VARINT_ROOM - n));
+}
 
 fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
@@ -109,31 +123,46 @@ fn put_bytes(buf: &mut Vec<u8>, b: Option<&[u8]>) {
 
 /// One record being written into a [`BatchBuilder`]: add its headers, then
 /// [`finish`](RecordWriter::finish) it. A writer dropped unfinished adds nothing.
+///
+/// The record is written in place, with room left for its length prefix and its header
+/// count, filled in (and closed up) by `finish`: no scratch buffers to allocate per record.
 #[must_use = "a record is added by `finish` only"]
 pub struct RecordWriter<'a> {
     builder: &'a mut BatchBuilder,
     timestamp_ms: i64,
     header_count: i32,
+    /// Where the record starts in the batch (its length prefix's room).
+    start: usize,
+    /// Where the room for its header count is.
+    count_at: usize,
+    finished: bool,
 }
 
 impl RecordWriter<'_> {
     pub fn header(&mut self, key: &str, value: Option<&[u8]>) -> &mut Self {
-        put_bytes(&mut self.builder.headers, Some(key.as_bytes()));
-        put_bytes(&mut self.builder.headers, value);
+        put_bytes(&mut self.builder.out, Some(key.as_bytes()));
+        put_bytes(&mut self.builder.out, value);
         self.header_count += 1;
         self
     }
 
     /// Appends the record to the batch.
-    pub fn finish(self) {
-        let b = self.builder;
-        put_varint(&mut b.fields, self.header_count);
-        b.out.reserve(5 + b.fields.len() + b.headers.len());
-        put_varint(&mut b.out, (b.fields.len() + b.headers.len()) as i32);
-        b.out.extend_from_slice(&b.fields);
-        b.out.extend_from_slice(&b.headers);
+    pub fn finish(mut self) {
+        let b = &mut *self.builder;
+        fill_varint_room(&mut b.out, self.count_at, self.header_count);
+        let body = b.out.len() - (self.start + VARINT_ROOM);
+        fill_varint_room(&mut b.out, self.start, body as i32);
         b.max_ts = b.max_ts.max(self.timestamp_ms);
         b.count += 1;
+        self.finished = true;
+    }
+}
+
+impl Drop for RecordWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.builder.out.truncate(self.start);
+        }
     }
 }
 
@@ -165,27 +194,32 @@ impl BatchBuilder {
         let data = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
         if self.count == 0 {
             self.out.clear();
-            // The first record's size, and as much again for its headers: most batches built
-            // here hold one record, and then never grow.
+            // The first record with its headers, and room for as much again: most batches
+            // built here hold one record, and then never grow.
             self.out
                 .reserve(HEADER_LEN + 2 * (RECORD_OVERHEAD + data) + HEADERS_ROOM);
             self.out.resize(HEADER_LEN, 0);
             self.base_ts = timestamp_ms;
             self.max_ts = timestamp_ms;
         }
-        self.fields.clear();
-        self.fields.reserve(RECORD_OVERHEAD + data);
-        self.headers.clear();
-        self.headers.reserve(HEADERS_ROOM);
-        self.fields.push(0); // record attributes: unused
-        put_varlong(&mut self.fields, timestamp_ms - self.base_ts);
-        put_varint(&mut self.fields, self.count);
-        put_bytes(&mut self.fields, key);
-        put_bytes(&mut self.fields, value);
+        let out = &mut self.out;
+        out.reserve(RECORD_OVERHEAD + data + HEADERS_ROOM);
+        let start = out.len();
+        out.extend_from_slice(&[0; VARINT_ROOM]);
+        out.push(0); // record attributes: unused
+        put_varlong(out, timestamp_ms - self.base_ts);
+        put_varint(out, self.count);
+        put_bytes(out, key);
+        put_bytes(out, value);
+        let count_at = out.len();
+        out.extend_from_slice(&[0; VARINT_ROOM]);
         RecordWriter {
             builder: self,
             timestamp_ms,
             header_count: 0,
+            start,
+            count_at,
+            finished: false,
         }
     }
 
@@ -229,6 +263,10 @@ impl BatchBuilder {
         header.put_i32(self.count);
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
+        // The batch may live on in a partition's tail cache, which counts its length: give the
+        // unused room back (a shrink in place), and a buffer of exactly its length also becomes
+        // `Bytes` without a separate allocation for the reference count.
+        out.shrink_to_fit();
         RecordBatch::parse(Bytes::from(out)).ok()
     }
 }
@@ -324,6 +362,31 @@ mod tests {
         assert_eq!(b.len(), 2);
         let borrowed = b.build().expect("non-empty");
         assert_eq!(borrowed.bytes(), sample().bytes());
+    }
+
+    #[test]
+    fn records_of_every_length_prefix_size_read_back_as_written() {
+        // Value sizes and header counts whose varints take one, two and three bytes.
+        let mut want = Vec::new();
+        let mut b = BatchBuilder::new();
+        for (i, (size, headers)) in [(0, 0), (40, 1), (200, 70), (20_000, 3), (1, 200)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut r = Record::new(
+                (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+                Some(Bytes::from(vec![b'a' + i as u8; size])),
+                1_000 + i as i64,
+            );
+            for h in 0..headers {
+                r = r.with_header(format!("h{h}"), (h % 3 != 0).then(|| Bytes::from("v")));
+            }
+            b.push(r.clone());
+            r.offset = i as u64;
+            want.push(r);
+        }
+        let batch = b.build().expect("five records");
+        assert_eq!(batch.records().expect("valid"), want);
     }
 
     #[test]
