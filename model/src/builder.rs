@@ -6,7 +6,7 @@
 use bytes::{BufMut, Bytes};
 
 use crate::batch::{HEADER_LEN, RecordBatch};
-use crate::varint::{put_varint, put_varlong};
+use crate::varint::{VARINT_MAX, put_varint, put_varlong, varint_bytes};
 
 /// Re-exported at its former home; reading records out of a batch lives in [`crate::records`].
 pub use crate::records::RecordsError;
@@ -69,6 +69,9 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// Where a record whose writer has not finished starts: dropped (or forgotten) unfinished,
+    /// its bytes are cut off by the next `record` or `build`.
+    unfinished: Option<usize>,
 }
 
 impl Default for BatchBuilder {
@@ -81,6 +84,7 @@ impl Default for BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            unfinished: None,
         }
     }
 }
@@ -92,20 +96,11 @@ const RECORD_OVERHEAD: usize = 1 + 10 + 5 + 5 + 5 + 5 + 5;
 const HEADERS_ROOM: usize = 128;
 /// The most bytes a varint of an `i32` takes: the room left for a record's length and header
 /// count, which are known only once its headers are written.
-const VARINT_ROOM: usize = 5;
+const VARINT_ROOM: usize = VARINT_MAX;
 
 /// Writes `v` into the `VARINT_ROOM` bytes left at `at`, closing up what it does not use.
 fn fill_varint_room(out: &mut Vec<u8>, at: usize, v: i32) {
-    let mut u = ((v << 1) ^ (v >> 31)) as u32;
-    let mut encoded = [0u8; VARINT_ROOM];
-    let mut n = 0;
-    while u >= 0x80 {
-        encoded[n] = (u as u8) | 0x80;
-        u >>= 7;
-        n += 1;
-    }
-    encoded[n] = u as u8;
-    n += 1;
+    let (encoded, n) = varint_bytes(v);
     out.copy_within(at + VARINT_ROOM.., at + n);
     out[at..at + n].copy_from_slice(&encoded[..n]);
     out.truncate(out.len() - (VARINT_ROOM - n));
@@ -135,7 +130,6 @@ pub struct RecordWriter<'a> {
     start: usize,
     /// Where the room for its header count is.
     count_at: usize,
-    finished: bool,
 }
 
 impl RecordWriter<'_> {
@@ -147,22 +141,14 @@ impl RecordWriter<'_> {
     }
 
     /// Appends the record to the batch.
-    pub fn finish(mut self) {
-        let b = &mut *self.builder;
+    pub fn finish(self) {
+        let b = self.builder;
         fill_varint_room(&mut b.out, self.count_at, self.header_count);
         let body = b.out.len() - (self.start + VARINT_ROOM);
         fill_varint_room(&mut b.out, self.start, body as i32);
         b.max_ts = b.max_ts.max(self.timestamp_ms);
         b.count += 1;
-        self.finished = true;
-    }
-}
-
-impl Drop for RecordWriter<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.builder.out.truncate(self.start);
-        }
+        b.unfinished = None;
     }
 }
 
@@ -192,6 +178,7 @@ impl BatchBuilder {
         value: Option<&[u8]>,
     ) -> RecordWriter<'_> {
         let data = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+        self.drop_unfinished();
         if self.count == 0 {
             self.out.clear();
             // The first record with its headers, and room for as much again: most batches
@@ -213,13 +200,13 @@ impl BatchBuilder {
         put_bytes(out, value);
         let count_at = out.len();
         out.extend_from_slice(&[0; VARINT_ROOM]);
+        self.unfinished = Some(start);
         RecordWriter {
             builder: self,
             timestamp_ms,
             header_count: 0,
             start,
             count_at,
-            finished: false,
         }
     }
 
@@ -240,8 +227,16 @@ impl BatchBuilder {
         self.count == 0
     }
 
+    /// Cuts off the bytes of a record whose writer was dropped before `finish`.
+    fn drop_unfinished(&mut self) {
+        if let Some(start) = self.unfinished.take() {
+            self.out.truncate(start);
+        }
+    }
+
     /// Encodes the batch; `None` when there is nothing to encode.
-    pub fn build(self) -> Option<RecordBatch> {
+    pub fn build(mut self) -> Option<RecordBatch> {
+        self.drop_unfinished();
         if self.count == 0 {
             return None;
         }
@@ -366,12 +361,19 @@ mod tests {
 
     #[test]
     fn records_of_every_length_prefix_size_read_back_as_written() {
-        // Value sizes and header counts whose varints take one, two and three bytes.
+        // Value sizes and header counts whose varints take one to four bytes.
         let mut want = Vec::new();
         let mut b = BatchBuilder::new();
-        for (i, (size, headers)) in [(0, 0), (40, 1), (200, 70), (20_000, 3), (1, 200)]
-            .into_iter()
-            .enumerate()
+        for (i, (size, headers)) in [
+            (0, 0),
+            (40, 1),
+            (200, 70),
+            (20_000, 3),
+            (1, 200),
+            (1 << 20, 2),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let mut r = Record::new(
                 (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),

@@ -14,6 +14,23 @@ pub fn put_varint(buf: &mut Vec<u8>, v: i32) {
     put_varlong(buf, i64::from(v));
 }
 
+/// The most bytes a zig-zag varint of an `i32` takes.
+pub const VARINT_MAX: usize = 5;
+
+/// `v` zig-zag encoded into a fixed array, and how many of its bytes it uses.
+pub fn varint_bytes(v: i32) -> ([u8; VARINT_MAX], usize) {
+    let mut u = ((v << 1) ^ (v >> 31)) as u32;
+    let mut out = [0u8; VARINT_MAX];
+    let mut n = 0;
+    while u >= 0x80 {
+        out[n] = (u as u8) | 0x80;
+        u >>= 7;
+        n += 1;
+    }
+    out[n] = u as u8;
+    (out, n + 1)
+}
+
 /// Reads a zig-zag varlong from the front of `buf`, returning it and the bytes consumed;
 /// `None` if `buf` ends early or the value runs past ten bytes.
 pub fn get_varlong(buf: &[u8]) -> Option<(i64, usize)> {
@@ -64,6 +81,16 @@ mod tests {
             assert_eq!(buf, bytes, "encoding {v}");
             assert_eq!(get_varlong(&bytes), Some((v, bytes.len())));
             assert_eq!(varlong_len(v), bytes.len());
+        }
+    }
+
+    #[test]
+    fn fixed_array_varints_are_the_same_bytes_as_growing_ones() {
+        for v in [0, -1, 1, 63, -64, 64, 300, 1 << 20, i32::MAX, i32::MIN] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            let (bytes, n) = varint_bytes(v);
+            assert_eq!(&bytes[..n], &buf[..], "encoding {v}");
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <root>/<stream>-<partition>/
-//!     00000000000000000000.log        whole Kafka v2 batches, exactly as appended
+//!     00000000000000000000.log        whole Kafka v2 batches, exactly as appended (the
+//!                                     active one may run on in zeros: see `segment`)
 //!     00000000000000000000.index      sparse: relative offset → file position
 //!     00000000000000000000.timeindex  sparse: max timestamp → relative offset
 //!     00000000000000004211.log        the next segment, named by its base offset
@@ -48,8 +49,9 @@ pub use segment::file_name as segment_file_name;
 use crate::fsio::{blocking, sync_dir};
 use crate::partition::Partition;
 
-/// Looked up for every append and read: hashed with foldhash (seeded per map), as SipHash cost
-/// 250 instructions a lookup.
+/// Looked up for every append and read: hashed with foldhash, as SipHash cost 250 instructions
+/// a lookup. Partition names come from clients; a map's random seed is the defence against
+/// chosen collisions, as for the MQTT topic tree.
 type Partitions = HashMap<TopicPartition, Arc<Partition>, foldhash::fast::RandomState>;
 
 struct Inner {

@@ -11,8 +11,11 @@
 //! time ([`RESERVE_BYTES`] at a time, a sparse extension that takes no disk space): an fsync
 //! after an append that grew the file must also write the inode (the new length), one more
 //! synchronous write per fsync; inside the reserved length it need not. The file is cut back to
-//! its batches when the segment is sealed or dropped, or else when the partition is next opened
-//! (the reserved part reads as zeros, where the recovery scan stops).
+//! its batches when the segment is sealed, or else when the partition is next opened (the
+//! reserved part reads as zeros, where the recovery scan stops). Not when the segment is
+//! dropped: a storage instance that lingers (a background task still holding it) must not cut
+//! a file that a newer instance of the same directory is appending to. Unix only (see
+//! [`Segment::open`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
@@ -235,15 +238,6 @@ impl Segment {
         remove_if_present(&self.log_path())?;
         remove_if_present(&self.dir.join(file_name(self.base, INDEX_EXT)))?;
         remove_if_present(&self.dir.join(file_name(self.base, TIME_INDEX_EXT)))
-    }
-}
-
-impl Drop for Segment {
-    /// A segment closed cleanly leaves a file of whole batches, as a sealed one does.
-    fn drop(&mut self) {
-        if let Err(e) = self.release_reserve() {
-            tracing::warn!(segment = self.base, "cutting back a reserved log file: {e}");
-        }
     }
 }
 

@@ -139,7 +139,7 @@ fn publish<'a>(
     queue: &str,
     payload: Vec<u8>,
     properties: BasicProperties,
-) -> impl Future<Output = lapin::Result<Confirmation>> + Send + 'a {
+) -> impl Future<Output = lapin::Result<Confirmation>> + Send + use<'a> {
     let queue = queue.into();
     async move {
         let confirm = channel

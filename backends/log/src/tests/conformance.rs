@@ -11,7 +11,7 @@ use switchboard_storage::SharedStorage;
 use switchboard_storage::conformance::{Harness, batch, run_all};
 use tempfile::TempDir;
 
-use super::{partition_dir, segment_logs, small_config};
+use super::{cut_to_batches, partition_dir, segment_logs, small_config};
 use crate::{FsyncPolicy, LogConfig, LogStorage};
 
 struct Disk {
@@ -57,6 +57,7 @@ impl Harness for Disk {
         let log = segment_logs(&partition_dir(self.dir.path(), tp))
             .pop()
             .unwrap();
+        cut_to_batches(&log);
         let next = next_offset(&std::fs::read(&log).unwrap());
         let mut torn = batch(2, 50, 0).with_base_offset(next).into_bytes().to_vec();
         *torn.last_mut().unwrap() ^= 0xff;

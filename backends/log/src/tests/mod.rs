@@ -60,6 +60,19 @@ fn batch_bytes(log: &Path) -> u64 {
     at as u64
 }
 
+/// Cuts a segment log file back to its batches, as reopening does: a crash test that adds bytes
+/// at the end then puts them right after the last batch, not after the reserved tail.
+fn cut_to_batches(log: &Path) -> u64 {
+    let len = batch_bytes(log);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    len
+}
+
 impl LogStorage {
     fn partition_for_test(&self, tp: &TopicPartition) -> Arc<Partition> {
         self.partition(tp).unwrap()

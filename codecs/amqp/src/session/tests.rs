@@ -419,6 +419,7 @@ async fn held_copies_the_storage_refuses_are_nacked_and_never_queued() {
     let mut h = Harness::opened_channel_on(Arc::new(storage)).await;
     h.step(vec![declare_durable(1, "dq"), confirm_select(1)])
         .await;
+    // One failure covers all three: the publishes of one read are one append.
     faults.fail_next_appends(1);
     let mut frames = Vec::new();
     for i in 0..3u8 {
