@@ -19,7 +19,7 @@ use switchboard_model::{Offset, TopicPartition};
 use switchboard_storage::{StorageError, StorageResult};
 
 use crate::config::LogConfig;
-use crate::fsio::{PosReader, remove_if_present, sync_dir};
+use crate::fsio::{PosReader, read_exact_at, remove_if_present, sync_dir};
 use crate::index::{Indexer, OffsetEntry, TimeEntry};
 use crate::partition::{Partition, View, Writer};
 use crate::retention::read_log_start;
@@ -116,14 +116,35 @@ pub(crate) fn scan(log: &File, base: Offset, len: u64, interval: u32) -> io::Res
 }
 
 /// Whether the file goes on with zero bytes at `pos`, where a scan stopped (a batch header of
-/// zeros is never valid: its magic byte is 0). Only the first 64 KiB are looked at: a reserved
-/// tail is megabytes long, and this only decides how the cut is reported.
-fn reads_zeros(log: &File, pos: u64) -> io::Result<bool> {
-    let mut window = Vec::with_capacity(64 * 1024);
-    PosReader::new(log, pos)
-        .take(64 * 1024)
-        .read_to_end(&mut window)?;
-    Ok(!window.is_empty() && window.iter().all(|&b| b == 0))
+/// zeros is never valid: its magic byte is 0), looking at `upto` bytes at most.
+fn reads_zeros(log: &File, pos: u64, upto: u64) -> io::Result<bool> {
+    let mut reader = BufReader::with_capacity(64 * 1024, PosReader::new(log, pos).take(upto));
+    let mut chunk = [0u8; 8192];
+    let mut any = false;
+    loop {
+        match reader.read(&mut chunk)? {
+            0 => return Ok(any),
+            n if chunk[..n].iter().any(|&b| b != 0) => return Ok(false),
+            _ => any = true,
+        }
+    }
+}
+
+/// Whether walking batch headers from `pos` (a batch boundary) ends exactly at `len`, the
+/// file's length: a sealed segment's file holds nothing after its last batch.
+fn ends_with_a_batch(log: &File, mut pos: u64, len: u64) -> io::Result<bool> {
+    let mut header = [0u8; HEADER_LEN];
+    while pos < len {
+        if len - pos < HEADER_LEN as u64 {
+            return Ok(false);
+        }
+        read_exact_at(log, &mut header, pos)?;
+        let Ok(h) = peek_header(&header) else {
+            return Ok(false);
+        };
+        pos += h.total_len() as u64;
+    }
+    Ok(pos == len)
 }
 
 fn corrupt(tp: &TopicPartition, reason: String) -> StorageError {
@@ -166,19 +187,38 @@ fn open_sealed(
     config: &LogConfig,
 ) -> StorageResult<Segment> {
     let mut segment = Segment::open(dir, base, false, false)?;
-    let len = segment.log.metadata()?.len();
+    let mut len = segment.log.metadata()?.len();
     let last_time = segment.times.last()?;
     let last_offset = segment.offsets.last()?;
     let whole = segment.offsets.is_whole()
         && segment.times.is_whole()
         && (len == 0 || last_time.is_some())
-        && last_offset.is_none_or(|e| u64::from(e.pos) < len);
+        && last_offset.is_none_or(|e| u64::from(e.pos) < len)
+        && ends_with_a_batch(
+            &segment.log,
+            last_offset.map_or(0, |e| u64::from(e.pos)),
+            len,
+        )?;
     if whole {
         segment.set_loaded(len, last_time.map_or(i64::MIN, |e| e.ts))?;
         return Ok(segment);
     }
     tracing::warn!(partition = %tp, base, "rebuilding the indexes of a sealed segment");
     let mut found = scan(&segment.log, base, len, config.index_interval_bytes)?;
+    if found.stopped.is_some() && reads_zeros(&segment.log, found.valid_len, u64::MAX)? {
+        // Sealing cuts an active segment's reserved tail and fsyncs the cut; without fsync
+        // (`fsync = never`) a crash can undo the cut. Only zeros follow the batches: nothing
+        // was lost, the reserve is cut again.
+        tracing::warn!(
+            partition = %tp,
+            segment = base,
+            kept = found.valid_len,
+            "cutting a reserved tail off a sealed segment"
+        );
+        segment.log.set_len(found.valid_len)?;
+        len = found.valid_len;
+        found.stopped = None;
+    }
     if let Some(why) = found.stopped {
         // The indexes are suspect (and may have just been created empty): remove them so the
         // next attempt checks the log again instead of trusting them.
@@ -223,9 +263,10 @@ fn recover_active(
     let mut segment = Segment::open(dir, base, false, config.fsync.syncs())?;
     let len = segment.log.metadata()?.len();
     let found = scan(&segment.log, base, len, config.index_interval_bytes)?;
-    if found.stopped.is_some() && reads_zeros(&segment.log, found.valid_len)? {
+    if found.stopped.is_some() && reads_zeros(&segment.log, found.valid_len, 64 * 1024)? {
         // The rest of the file was reserved ahead of the batches (see `segment`) and never
-        // written: the log ends here, nothing was torn.
+        // written: the log ends here, nothing was torn. (64 KiB of zeros tell a reserve from a
+        // torn write well enough: this only decides how the cut is reported.)
         tracing::debug!(partition = %tp, segment = base, "cutting off a reserved tail");
         segment.log.set_len(found.valid_len)?;
     } else if let Some(why) = &found.stopped {

@@ -100,6 +100,39 @@ async fn a_reserved_tail_left_by_a_crash_is_cut_off_and_appends_follow_the_batch
 }
 
 #[tokio::test]
+async fn a_sealed_segment_left_with_a_reserved_tail_is_cut_back_on_reopen() {
+    let root = tempfile::tempdir().unwrap();
+    let tp = tp("sealed-reserve");
+    {
+        let s = LogStorage::open(root.path(), small_config(4096))
+            .await
+            .unwrap();
+        s.open_partition(&tp).await.unwrap();
+        // Batches of ~560 bytes, seven to a segment: three segments.
+        fill(&s, &tp, 20, 500, 0).await;
+    }
+    let logs = segment_logs(&partition_dir(root.path(), &tp));
+    assert_eq!(logs.len(), 3);
+    let sealed = &logs[0];
+    let batches = batch_bytes(sealed);
+    // The cut at sealing undone, as a crash without fsync could leave it.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(sealed)
+        .unwrap()
+        .set_len(batches + RESERVE_BYTES)
+        .unwrap();
+
+    let s = LogStorage::open(root.path(), small_config(4096))
+        .await
+        .unwrap();
+    assert_eq!(fs::metadata(sealed).unwrap().len(), batches);
+    let read = read_all(&s, &tp, 0).await;
+    assert_eq!(read.len(), 20, "every batch, and nothing from the zeros");
+    assert_eq!(s.bounds(&tp).await.unwrap().high_watermark, 20);
+}
+
+#[tokio::test]
 async fn a_partial_batch_header_is_cut_off_on_reopen() {
     let root = tempfile::tempdir().unwrap();
     let tp = tp("partial");
