@@ -97,15 +97,15 @@ pub fn write_record(message: &Message, timestamp_ms: i64, batch: &mut BatchBuild
             r.header(name, Some(v.as_str().as_bytes()));
         }
     }
-    let mut number = itoa_buf();
+    let mut number = itoa::Buffer::new();
     if let Some(mode) = p.delivery_mode() {
-        r.header(DELIVERY_MODE, Some(decimal(&mut number, u64::from(*mode))));
+        r.header(DELIVERY_MODE, Some(number.format(*mode).as_bytes()));
     }
     if let Some(priority) = p.priority() {
-        r.header(PRIORITY, Some(decimal(&mut number, u64::from(*priority))));
+        r.header(PRIORITY, Some(number.format(*priority).as_bytes()));
     }
     if let Some(ts) = p.timestamp() {
-        r.header(TIMESTAMP, Some(decimal(&mut number, *ts)));
+        r.header(TIMESTAMP, Some(number.format(*ts).as_bytes()));
     }
     if let Some(headers) = p.headers() {
         for (name, value) in headers.inner() {
@@ -125,24 +125,6 @@ pub fn write_record(message: &Message, timestamp_ms: i64, batch: &mut BatchBuild
         }
     }
     r.finish();
-}
-
-/// Room for a `u64` in decimal.
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `value` in decimal, written into the end of `buf`.
-fn decimal(buf: &mut [u8; 20], mut value: u64) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// A string value that can travel as a plain UTF-8 header.
@@ -295,14 +277,6 @@ mod tests {
         let mut records = batch.build().expect("a batch").records().expect("decodes");
         assert_eq!(records.len(), 1);
         records.remove(0)
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        let mut buf = itoa_buf();
-        for n in [0, 7, 10, 255, 1_700_000_000, u64::MAX] {
-            assert_eq!(decimal(&mut buf, n), n.to_string().as_bytes());
-        }
     }
 
     fn full_message() -> Message {

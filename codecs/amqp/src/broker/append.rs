@@ -65,13 +65,16 @@ impl PendingAppends {
         }
     }
 
-    pub(super) fn push(&mut self, queue: Arc<QueueHandle>, message: Message, published: u64) {
-        self.entries.push(PendingCopy {
-            queue,
-            message,
+    /// Holds a copy of `message` for each of `queues` (counted as stored by the publish; a
+    /// copy that cannot be stored nacks it when the round's appends run).
+    pub(super) fn hold(&mut self, queues: &[Arc<QueueHandle>], message: &Message) {
+        let published = now_ms().max(0) as u64;
+        self.entries.extend(queues.iter().map(|q| PendingCopy {
+            queue: q.clone(),
+            message: message.clone(),
             published,
             confirm: None,
-        });
+        }));
     }
 }
 

@@ -363,11 +363,19 @@ impl AmqpBroker {
             self.metrics.messages_unroutable.inc();
             return Ok(Published::default());
         }
-        let (backlogged, pending) = match round {
-            Some((backlogged, pending)) => (Some(backlogged), Some(pending)),
-            None => (None, None),
+        let (targets, held, backlogged) = match round {
+            // Held copies are dispatched, and checked for backlog, when the round's appends
+            // run: only the queues stored into now are settled here.
+            Some((backlogged, pending)) => {
+                let (held, now): (Vec<_>, Vec<_>) =
+                    targets.into_iter().partition(|q| q.takes_held_appends());
+                pending.hold(&held, &message);
+                (now, held.len(), Some(backlogged))
+            }
+            None => (targets, 0, None),
         };
-        let published = self.store(&targets, message, pending).await;
+        let mut published = self.store(&targets, message).await;
+        published.stored += held;
         self.settle(vhost, targets.iter().cloned()).await;
         if let Some(backlogged) = backlogged {
             // After dispatch: what a waiting consumer took at once is no backlog.
@@ -379,27 +387,13 @@ impl AmqpBroker {
         Ok(published)
     }
 
-    /// Stores `message` in each queue, or with `pending`, holds the copies for durable queues
-    /// that take held appends there (counted as stored; a failure then nacks the publish when
-    /// the round's appends run). Failures are counted, not returned: the publisher is nacked
-    /// and the other queues keep their copy.
-    async fn store(
-        &self,
-        targets: &[Arc<QueueHandle>],
-        message: Message,
-        mut pending: Option<&mut PendingAppends>,
-    ) -> Published {
+    /// Stores `message` in each queue. Failures are counted, not returned: the publisher is
+    /// nacked and the other queues keep their copy.
+    async fn store(&self, targets: &[Arc<QueueHandle>], message: Message) -> Published {
         let mut published = Published::default();
         let message = Arc::new(message);
         let now = now_ms().max(0) as u64;
         for q in targets {
-            if let Some(pending) = pending.as_deref_mut()
-                && q.takes_held_appends()
-            {
-                pending.push(q.clone(), (*message).clone(), now);
-                published.stored += 1;
-                continue;
-            }
             let result = match &q.spec.backing {
                 Backing::Memory => q
                     .lock()
@@ -530,7 +524,7 @@ impl AmqpBroker {
             let mut message = letter.message;
             message.exchange = letter.exchange;
             message.routing_key = letter.routing_key;
-            self.store(&targets, message, None).await;
+            self.store(&targets, message).await;
             pending.extend(targets);
         }
     }
