@@ -21,6 +21,15 @@ use tokio::sync::watch;
 use crate::fsio::blocking;
 use crate::partition::Partition;
 
+/// How many times the flusher lets the runtime run everything else that is ready (I/O events
+/// included) before it starts an fsync. MQTT QoS 1 fan-in, 10 publishers at 10,000 msg/s in
+/// all, on this 2-core machine: with none, 21.5–21.9 k fsyncs in 3 s, publish-to-receive
+/// p50/p99 331–366 / 868–932 µs, broker CPU 4.5–4.7 s; with 5, 17.9–18.9 k, 130–132 / 608–627 µs,
+/// 3.8–3.9 s (3 do less, 10 no more). Kafka acks=all on 8 partitions of 100 B records: 18 % more
+/// throughput on 27 % less broker CPU; one partition, and a lone MQTT publisher waiting for
+/// each PUBACK: unchanged.
+const PASSES_BEFORE_FSYNC: u32 = 5;
+
 #[derive(Debug, Clone, Copy)]
 struct Status {
     /// Every offset below this is on disk.
@@ -107,6 +116,13 @@ impl Partition {
                     // After a failed fsync the page cache may have dropped dirty data, so a later
                     // fsync succeeding would prove nothing: stop here.
                     self.check_healthy()?;
+                    // Whoever is ready to append now is covered if it goes first (it waits for
+                    // this claim instead of an fsync of its own), and a delivery waiting to be
+                    // written is not held back by the fsync's CPU and wake-ups on a busy core.
+                    // No timer: a lone appender loses only a few passes over an idle runtime.
+                    for _ in 0..PASSES_BEFORE_FSYNC {
+                        tokio::task::yield_now().await;
+                    }
                     let synced = self.sync_active().await?;
                     claim.synced = Some(synced);
                     if synced < upto {

@@ -53,6 +53,33 @@ async fn concurrent_sync_appends_share_fsyncs() {
     assert_eq!(p.commit.durable(), 50);
 }
 
+/// The flusher lets the appenders that are ready run before its fsync starts, so one fsync
+/// covers them all; starting it at once covers the first append alone and needs a second.
+#[tokio::test(flavor = "current_thread")]
+async fn an_fsync_waits_for_the_appenders_ready_to_run() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("ready-first");
+    s.open_partition(&tp).await.unwrap();
+
+    let appends: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, tp) = (s.clone(), tp.clone());
+            tokio::spawn(async move {
+                s.append(&tp, vec![batch(1, 100, 0)], Durability::Sync)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap();
+    }
+    let p = s.partition_for_test(&tp);
+    assert_eq!(p.commit.durable(), 20);
+    assert_eq!(p.fsyncs.load(Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn buffered_appends_are_not_fsynced_until_flush() {
     let root = tempfile::tempdir().unwrap();
