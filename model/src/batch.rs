@@ -162,6 +162,15 @@ impl RecordBatch {
         Ok(Self { header, bytes })
     }
 
+    /// A batch [`BatchBuilder`](crate::BatchBuilder) has just encoded whole, with its CRC:
+    /// checked by the builder's tests rather than again per batch (a second CRC pass, and a
+    /// slice that made the buffer allocate its reference count at once).
+    pub(crate) fn built(bytes: Bytes) -> Result<Self, BatchError> {
+        let header = peek_header(&bytes)?;
+        debug_assert_eq!(header.total_len(), bytes.len());
+        Ok(Self { header, bytes })
+    }
+
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }

@@ -262,7 +262,7 @@ impl BatchBuilder {
         // unused room back (a shrink in place), and a buffer of exactly its length also becomes
         // `Bytes` without a separate allocation for the reference count.
         out.shrink_to_fit();
-        RecordBatch::parse(Bytes::from(out)).ok()
+        RecordBatch::built(Bytes::from(out)).ok()
     }
 }
 
