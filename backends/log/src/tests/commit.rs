@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use switchboard_model::{Offset, TopicPartition};
 use switchboard_storage::conformance::batch;
 use switchboard_storage::{Durability, Storage};
 
@@ -19,14 +20,10 @@ async fn open(root: &std::path::Path, fsync: FsyncPolicy) -> Arc<LogStorage> {
     Arc::new(LogStorage::open(root, config).await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sync_appends_share_fsyncs() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("group-commit");
-    s.open_partition(&tp).await.unwrap();
-
-    let appends: Vec<_> = (0..50)
+/// Spawns `n` tasks that each append one record with `Durability::Sync`, all before any runs;
+/// returns their base offsets in spawn order.
+async fn sync_appends_at_once(s: &Arc<LogStorage>, tp: &TopicPartition, n: usize) -> Vec<Offset> {
+    let appends: Vec<_> = (0..n)
         .map(|_| {
             let (s, tp) = (s.clone(), tp.clone());
             tokio::spawn(async move {
@@ -36,10 +33,21 @@ async fn concurrent_sync_appends_share_fsyncs() {
             })
         })
         .collect();
-    let mut offsets = Vec::new();
+    let mut offsets = Vec::with_capacity(n);
     for append in appends {
         offsets.push(append.await.unwrap().base_offset);
     }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sync_appends_share_fsyncs() {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), FsyncPolicy::OnSync).await;
+    let tp = tp("group-commit");
+    s.open_partition(&tp).await.unwrap();
+
+    let mut offsets = sync_appends_at_once(&s, &tp, 50).await;
     offsets.sort_unstable();
     assert_eq!(offsets, (0..50).collect::<Vec<_>>());
 
@@ -62,19 +70,7 @@ async fn an_fsync_waits_for_the_appenders_ready_to_run() {
     let tp = tp("ready-first");
     s.open_partition(&tp).await.unwrap();
 
-    let appends: Vec<_> = (0..20)
-        .map(|_| {
-            let (s, tp) = (s.clone(), tp.clone());
-            tokio::spawn(async move {
-                s.append(&tp, vec![batch(1, 100, 0)], Durability::Sync)
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for append in appends {
-        append.await.unwrap();
-    }
+    sync_appends_at_once(&s, &tp, 20).await;
     let p = s.partition_for_test(&tp);
     assert_eq!(p.commit.durable(), 20);
     assert_eq!(p.fsyncs.load(Ordering::Relaxed), 1);
