@@ -4,8 +4,9 @@
 //! be on disk, and whether an fsync is in flight. An appender that needs its batches durable
 //! waits for that mark to pass its last offset. If no fsync is in flight it becomes the flusher:
 //! it lets the tasks that are ready run first (their appends join its fsync), then notes the high
-//! watermark, fsyncs the active segment on the blocking pool, and publishes the noted watermark. Everyone who wrote before the fsync started is covered by it, so under load
-//! one fsync serves many appends instead of one each.
+//! watermark, fsyncs the active segment on the blocking pool, and publishes the noted watermark.
+//! Everyone who wrote before the fsync started is covered by it, so under load one fsync serves
+//! many appends instead of one each.
 //!
 //! Only the active segment needs syncing: a roll fsyncs the segment it seals before any append
 //! goes to the new one, and the flusher takes the watermark and the active segment under one
