@@ -23,7 +23,7 @@ use switchboard_storage::{Appended, Bounds, Durability, ReadChunk, SharedStorage
 pub use meta::{MetaError, MetaStore};
 use partition::PartitionHandle;
 pub use partition::Waiter;
-use producers::{ProducerStates, SequenceCheck};
+use producers::{ProducerStates, SequenceCheck, is_sequenced};
 pub use recovery::{Recovered, TABLE_BLOB, spawn_table_backup};
 pub use retention::{RetentionDefaults, spawn_retention};
 pub use table::{Applied, Command, CommittedOffset, OffsetCommit, Rejection, StreamMeta};
@@ -273,42 +273,54 @@ impl Router {
         let handle = self.partition(tp).await?;
         let appended = {
             let mut producers = handle.producers.lock().await;
-            let mut fresh = Vec::with_capacity(batches.len());
-            let mut duplicate = None;
-            for b in batches {
-                match producers.check(b.header()) {
-                    SequenceCheck::Append => fresh.push(b),
-                    SequenceCheck::Duplicate {
-                        base_offset,
-                        last_offset,
-                    } => {
-                        duplicate = Some(Appended {
+            // Only an idempotent producer's batches have sequences to check and record; the
+            // others (every MQTT and AMQP publish) go through as they came, with no lists built.
+            let sequenced = batches.iter().any(|b| is_sequenced(b.header()));
+            let fresh = if sequenced {
+                let mut fresh = Vec::with_capacity(batches.len());
+                let mut duplicate = None;
+                for b in batches {
+                    match producers.check(b.header()) {
+                        SequenceCheck::Append => fresh.push(b),
+                        SequenceCheck::Duplicate {
                             base_offset,
                             last_offset,
-                        });
-                    }
-                    SequenceCheck::OutOfOrder { expected, got } => {
-                        return Err(RouterError::OutOfOrderSequence {
-                            producer_id: b.header().producer_id,
-                            expected,
-                            got,
-                        });
-                    }
-                    SequenceCheck::StaleEpoch { current, got } => {
-                        return Err(RouterError::StaleProducerEpoch {
-                            producer_id: b.header().producer_id,
-                            current,
-                            got,
-                        });
+                        } => {
+                            duplicate = Some(Appended {
+                                base_offset,
+                                last_offset,
+                            });
+                        }
+                        SequenceCheck::OutOfOrder { expected, got } => {
+                            return Err(RouterError::OutOfOrderSequence {
+                                producer_id: b.header().producer_id,
+                                expected,
+                                got,
+                            });
+                        }
+                        SequenceCheck::StaleEpoch { current, got } => {
+                            return Err(RouterError::StaleProducerEpoch {
+                                producer_id: b.header().producer_id,
+                                current,
+                                got,
+                            });
+                        }
                     }
                 }
-            }
-            if fresh.is_empty()
-                && let Some(d) = duplicate
-            {
-                return Ok(d);
-            }
-            let headers: Vec<_> = fresh.iter().map(|b| *b.header()).collect();
+                if fresh.is_empty()
+                    && let Some(d) = duplicate
+                {
+                    return Ok(d);
+                }
+                fresh
+            } else {
+                batches
+            };
+            let headers: Vec<_> = if sequenced {
+                fresh.iter().map(|b| *b.header()).collect()
+            } else {
+                Vec::new()
+            };
             let appended = self.storage.append(tp, fresh, Durability::Buffered).await?;
             let mut at = appended.base_offset;
             for h in &headers {

@@ -41,6 +41,12 @@ pub enum SequenceCheck {
     StaleEpoch { current: i16, got: i16 },
 }
 
+/// Whether a batch comes from an idempotent producer: one with a producer id and a sequence
+/// number, whose duplicates and gaps are checked.
+pub(crate) fn is_sequenced(h: &BatchHeader) -> bool {
+    h.producer_id >= 0 && h.base_sequence >= 0
+}
+
 /// Sequence state of every producer that wrote to one partition since it was opened.
 #[derive(Debug, Default)]
 pub struct ProducerStates {
@@ -58,7 +64,7 @@ fn last_seq(h: &BatchHeader) -> i32 {
 
 impl ProducerStates {
     pub fn check(&self, h: &BatchHeader) -> SequenceCheck {
-        if h.producer_id < 0 || h.base_sequence < 0 {
+        if !is_sequenced(h) {
             return SequenceCheck::Append;
         }
         let Some(p) = self.producers.get(&h.producer_id) else {
@@ -102,7 +108,7 @@ impl ProducerStates {
 
     /// Records that the batch was stored at `base_offset`.
     pub fn record(&mut self, h: &BatchHeader, base_offset: Offset) {
-        if h.producer_id < 0 || h.base_sequence < 0 {
+        if !is_sequenced(h) {
             return;
         }
         let p = self.producers.entry(h.producer_id).or_insert(Producer {

@@ -260,13 +260,18 @@ impl Broker {
     ) -> Result<Vec<TopicPartition>, PublishError> {
         self.metrics.publishes_received.inc_by(msgs.len() as u64);
         // Grouped by partition, in the order partitions first appear; a read holds publishes
-        // for a handful of partitions at most, so a list beats a map.
-        let mut by_partition: Vec<(TopicPartition, Vec<Message>)> = Vec::new();
-        for m in msgs {
-            let tp = self.partition_for(&m.topic)?;
-            match by_partition.iter_mut().find(|(p, _)| *p == tp) {
-                Some((_, group)) => group.push(m),
-                None => by_partition.push((tp, vec![m])),
+        // for a handful of partitions at most, so a list beats a map. Most reads hold one
+        // publish: its list is the group.
+        let mut by_partition: Vec<(TopicPartition, Vec<Message>)> = Vec::with_capacity(1);
+        if let [one] = msgs.as_slice() {
+            by_partition.push((self.partition_for(&one.topic)?, msgs));
+        } else {
+            for m in msgs {
+                let tp = self.partition_for(&m.topic)?;
+                match by_partition.iter_mut().find(|(p, _)| *p == tp) {
+                    Some((_, group)) => group.push(m),
+                    None => by_partition.push((tp, vec![m])),
+                }
             }
         }
         // A topic's messages share a partition, so this keeps each topic's order.
