@@ -47,8 +47,31 @@ def test_topic_cli_round_trip(server):
     assert "cli-topic" not in run("topic", *admin, "list").stdout
 
 
+def metric(admin, name):
+    """The value of an unlabelled metric on /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+        body = r.read().decode()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not on /metrics")
+
+
 def test_metrics_and_health_endpoints(server):
     import urllib.request
     with urllib.request.urlopen(f"http://{server.admin}/metrics", timeout=5) as r:
         body = r.read().decode()
     assert "switchboard_kafka_connections" in body
+
+
+def test_metrics_count_the_fsyncs_of_acks_all_produces(server):
+    from confluent_kafka import Producer
+    before = metric(server.admin, "switchboard_storage_fsyncs_total")
+    p = Producer({"bootstrap.servers": server.bootstrap, "acks": "all"})
+    delivered = []
+    for i in range(3):
+        p.produce("fsync-counted", f"v{i}".encode(), on_delivery=lambda e, m: delivered.append(e))
+        p.flush(10)
+    assert delivered == [None, None, None]
+    assert metric(server.admin, "switchboard_storage_fsyncs_total") >= before + 1

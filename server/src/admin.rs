@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 use serde::Deserialize;
 use switchboard_model::{StreamName, TopicPartition};
 use switchboard_router::{Router, RouterError};
@@ -23,6 +23,30 @@ const MAX_BODY: usize = 1024 * 1024;
 pub struct Admin {
     pub router: Arc<Router>,
     pub registry: Registry,
+    pub storage: StorageMetrics,
+}
+
+/// Storage counters kept by the backends themselves, copied into the registry when it is read.
+pub struct StorageMetrics {
+    fsyncs: IntCounter,
+}
+
+impl StorageMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let fsyncs = IntCounter::new(
+            "switchboard_storage_fsyncs_total",
+            "Data fsyncs of native log segments (acknowledgements, early writeback, sealing)",
+        )?;
+        registry.register(Box::new(fsyncs.clone()))?;
+        Ok(Self { fsyncs })
+    }
+
+    fn refresh(&self) {
+        let (now, seen) = (switchboard_log::fsyncs_total(), self.fsyncs.get());
+        if now > seen {
+            self.fsyncs.inc_by(now - seen);
+        }
+    }
 }
 
 struct HttpRequest {
@@ -172,7 +196,10 @@ async fn route(admin: &Admin, req: HttpRequest) -> HttpResponse {
             content_type: "text/plain",
             body: b"ok\n".to_vec(),
         },
-        ("GET", "/metrics") => metrics(&admin.registry),
+        ("GET", "/metrics") => {
+            admin.storage.refresh();
+            metrics(&admin.registry)
+        }
         ("GET", "/api/topics") => {
             let topics: Vec<_> = admin
                 .router

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, Admin};
+use crate::admin::{self, Admin, StorageMetrics};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -328,6 +328,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         tracing::info!(addr = %listener.local_addr()?, "admin HTTP listening");
         let admin = Arc::new(Admin {
             router: router.clone(),
+            storage: StorageMetrics::new(&registry).context("registering storage metrics")?,
             registry: registry.clone(),
         });
         tracker.spawn(admin::serve(

@@ -155,10 +155,7 @@ impl Partition {
         self.unflushed.store(0, Ordering::Release);
         let me = self.clone();
         blocking(move || match me.fsync_exclusive(|| segment.sync()) {
-            Ok(()) => {
-                me.fsyncs.fetch_add(1, Ordering::Relaxed);
-                Ok(upto)
-            }
+            Ok(()) => Ok(upto),
             Err(e) => {
                 me.poison(format!("fsync of segment {} failed: {e}", segment.base()));
                 Err(e.into())

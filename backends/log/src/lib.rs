@@ -44,6 +44,7 @@ use switchboard_storage::{
 use tokio::task::JoinHandle;
 
 pub use config::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use partition::fsyncs_total;
 pub use segment::file_name as segment_file_name;
 
 use crate::fsio::{blocking, sync_dir};

@@ -81,7 +81,8 @@ pub(crate) struct Partition {
     /// Why the partition refuses appends, after a failure that left its files in doubt (an
     /// fsync error, an unrecoverable partial write). Reopening the storage recovers it.
     poisoned: OnceLock<String>,
-    /// Data fsyncs of segment logs so far; tests check that group commit shares them.
+    /// Data fsyncs of this partition's segment logs so far; tests check that group commit
+    /// shares them.
     pub(crate) fsyncs: AtomicU64,
     /// The batches appended last; see [`TailCache`].
     tail: std::sync::Mutex<TailCache>,
@@ -92,6 +93,15 @@ pub(crate) struct Partition {
     flushing: std::sync::atomic::AtomicBool,
     /// Held while an fsync of the partition's files runs; see [`Partition::fsync_exclusive`].
     fsync_lock: std::sync::Mutex<()>,
+}
+
+/// Data fsyncs of segment logs run by every native log in this process (see [`fsyncs_total`]).
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many data fsyncs of segment logs the native logs of this process have run: the
+/// acknowledgement fsyncs of group commit, early writeback and the fsync that seals a segment.
+pub fn fsyncs_total() -> u64 {
+    FSYNCS.load(Ordering::Relaxed)
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -240,7 +250,10 @@ impl Partition {
         if let Some(why) = self.poisoned.get() {
             return Err(io::Error::other(why.clone()));
         }
-        sync()
+        sync()?;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        FSYNCS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts an fsync of the active segment in the background once enough was appended since
@@ -258,11 +271,8 @@ impl Partition {
         let me = self.clone();
         let segment = self.view().active.clone();
         tokio::task::spawn_blocking(move || {
-            match me.fsync_exclusive(|| segment.sync()) {
-                Ok(()) => {
-                    me.fsyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => me.poison(format!("fsync of segment {} failed: {e}", segment.base())),
+            if let Err(e) = me.fsync_exclusive(|| segment.sync()) {
+                me.poison(format!("fsync of segment {} failed: {e}", segment.base()));
             }
             me.flushing.store(false, Ordering::Release);
         });
@@ -351,12 +361,9 @@ impl Partition {
             return Err(e.into());
         }
         let syncs = self.config.fsync.syncs();
-        if syncs {
-            if let Err(e) = self.fsync_exclusive(|| old.sync_all()) {
-                self.poison(format!("fsync of segment {} failed: {e}", old.base()));
-                return Err(e.into());
-            }
-            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if syncs && let Err(e) = self.fsync_exclusive(|| old.sync_all()) {
+            self.poison(format!("fsync of segment {} failed: {e}", old.base()));
+            return Err(e.into());
         }
         let fresh = Arc::new(Segment::open(&self.dir, next, true, syncs)?);
         if syncs && let Err(e) = sync_dir(&self.dir) {
