@@ -29,6 +29,8 @@ pub struct Admin {
 /// Storage counters kept by the backends themselves, copied into the registry when it is read.
 pub struct StorageMetrics {
     fsyncs: IntCounter,
+    /// One refresh at a time: two scrapes adding the same difference would overcount.
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl StorageMetrics {
@@ -38,10 +40,14 @@ impl StorageMetrics {
             "Data fsyncs of native log segments (acknowledgements, early writeback, sealing)",
         )?;
         registry.register(Box::new(fsyncs.clone()))?;
-        Ok(Self { fsyncs })
+        Ok(Self {
+            fsyncs,
+            refreshing: std::sync::Mutex::new(()),
+        })
     }
 
     fn refresh(&self) {
+        let _one = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         let (now, seen) = (switchboard_log::fsyncs_total(), self.fsyncs.get());
         if now > seen {
             self.fsyncs.inc_by(now - seen);
