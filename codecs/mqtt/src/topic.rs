@@ -123,6 +123,10 @@ struct Node<K, V> {
     plain: HashMap<K, V>,
     /// Shared subscriptions ending here: group → members.
     shared: HashMap<String, HashMap<K, V>>,
+    /// Whether `children` holds `#` / `+`: most nodes have neither, and a publish would
+    /// otherwise look both up at every level of its topic.
+    has_hash: bool,
+    has_plus: bool,
 }
 
 impl<K, V> Default for Node<K, V> {
@@ -131,6 +135,8 @@ impl<K, V> Default for Node<K, V> {
             children: HashMap::default(),
             plain: HashMap::new(),
             shared: HashMap::new(),
+            has_hash: false,
+            has_plus: false,
         }
     }
 }
@@ -138,6 +144,15 @@ impl<K, V> Default for Node<K, V> {
 impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.plain.is_empty() && self.shared.is_empty()
+    }
+
+    /// Notes whether the child for `level` (a wildcard or not) is there.
+    fn mark(&mut self, level: &str, present: bool) {
+        match level {
+            "#" => self.has_hash = present,
+            "+" => self.has_plus = present,
+            _ => {}
+        }
     }
 }
 
@@ -176,6 +191,7 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
     pub fn insert(&mut self, spec: &FilterSpec, key: K, value: V) -> Option<V> {
         let mut node = &mut self.root;
         for level in spec.filter.split('/') {
+            node.mark(level, true);
             node = node.children.entry(level.to_owned()).or_default();
         }
         let slot = match &spec.group {
@@ -222,6 +238,7 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         let v = Self::remove_at(child, rest, group, key);
         if child.is_empty() {
             node.children.remove(*first);
+            node.mark(first, false);
         }
         v
     }
@@ -248,7 +265,10 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         // `#` also matches the parent level ("a/#" matches "a"), but a leading wildcard never
         // matches a `$` topic.
         let wildcards_allowed = !(dollar && depth == 0);
-        if wildcards_allowed && let Some(hash) = node.children.get("#") {
+        if wildcards_allowed
+            && node.has_hash
+            && let Some(hash) = node.children.get("#")
+        {
             Self::take(hash, out);
         }
         let Some(rest) = rest else {
@@ -262,7 +282,10 @@ impl<K: std::hash::Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         if let Some(child) = node.children.get(level) {
             Self::collect(child, rest, depth + 1, dollar, out);
         }
-        if wildcards_allowed && let Some(plus) = node.children.get("+") {
+        if wildcards_allowed
+            && node.has_plus
+            && let Some(plus) = node.children.get("+")
+        {
             Self::collect(plus, rest, depth + 1, dollar, out);
         }
     }
@@ -369,6 +392,38 @@ mod tests {
             expected.sort();
             assert_eq!(matched(&tree, t), expected, "topic {t:?}");
         }
+    }
+
+    /// Removals (and a re-insert) leave the tree matching exactly the filters still in it,
+    /// wildcards included: the tree skips wildcard lookups at nodes it believes have none.
+    #[test]
+    fn the_tree_matches_its_remaining_filters_as_they_are_removed() {
+        let filters = ["a/+", "a/#", "a/b", "+/b", "#", "a/+/c", "+", "a/b/#"];
+        let topics = ["a", "a/b", "a/b/c", "b/b", "x"];
+        let mut tree = SubscriptionTree::new();
+        for f in filters {
+            tree.insert(&spec(f), f.to_owned(), ());
+        }
+        let check = |tree: &SubscriptionTree<String, ()>, left: &[&str]| {
+            for t in topics {
+                let mut expected: Vec<String> = left
+                    .iter()
+                    .filter(|f| matches(f, t))
+                    .map(|f| f.to_string())
+                    .collect();
+                expected.sort();
+                assert_eq!(matched(tree, t), expected, "topic {t:?} with {left:?}");
+            }
+        };
+        let mut left = filters.to_vec();
+        for f in ["a/#", "+", "a/+", "#"] {
+            assert_eq!(tree.remove(&spec(f), &f.to_owned()), Some(()));
+            left.retain(|l| *l != f);
+            check(&tree, &left);
+        }
+        tree.insert(&spec("a/+"), "a/+".to_owned(), ());
+        left.push("a/+");
+        check(&tree, &left);
     }
 
     #[test]
