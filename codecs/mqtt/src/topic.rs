@@ -305,6 +305,24 @@ mod tests {
         FilterSpec::parse(s).unwrap()
     }
 
+    /// Asserts that `tree`, holding exactly `filters` (each keyed by itself), matches each of
+    /// `topics` to the filters the one-filter reference matcher accepts.
+    fn agrees_with_the_reference(
+        tree: &SubscriptionTree<String, ()>,
+        filters: &[&str],
+        topics: &[&str],
+    ) {
+        for t in topics {
+            let mut expected: Vec<String> = filters
+                .iter()
+                .filter(|f| matches(f, t))
+                .map(|f| f.to_string())
+                .collect();
+            expected.sort();
+            assert_eq!(matched(tree, t), expected, "topic {t:?} with {filters:?}");
+        }
+    }
+
     fn matched(tree: &SubscriptionTree<String, ()>, topic: &str) -> Vec<String> {
         let mut v: Vec<String> = tree
             .matches(topic)
@@ -383,15 +401,7 @@ mod tests {
         for f in filters {
             tree.insert(&spec(f), f.to_owned(), ());
         }
-        for t in topics {
-            let mut expected: Vec<String> = filters
-                .iter()
-                .filter(|f| matches(f, t))
-                .map(|f| f.to_string())
-                .collect();
-            expected.sort();
-            assert_eq!(matched(&tree, t), expected, "topic {t:?}");
-        }
+        agrees_with_the_reference(&tree, &filters, &topics);
     }
 
     /// Removals (and a re-insert) leave the tree matching exactly the filters still in it,
@@ -404,26 +414,15 @@ mod tests {
         for f in filters {
             tree.insert(&spec(f), f.to_owned(), ());
         }
-        let check = |tree: &SubscriptionTree<String, ()>, left: &[&str]| {
-            for t in topics {
-                let mut expected: Vec<String> = left
-                    .iter()
-                    .filter(|f| matches(f, t))
-                    .map(|f| f.to_string())
-                    .collect();
-                expected.sort();
-                assert_eq!(matched(tree, t), expected, "topic {t:?} with {left:?}");
-            }
-        };
         let mut left = filters.to_vec();
         for f in ["a/#", "+", "a/+", "#"] {
             assert_eq!(tree.remove(&spec(f), &f.to_owned()), Some(()));
             left.retain(|l| *l != f);
-            check(&tree, &left);
+            agrees_with_the_reference(&tree, &left, &topics);
         }
         tree.insert(&spec("a/+"), "a/+".to_owned(), ());
         left.push("a/+");
-        check(&tree, &left);
+        agrees_with_the_reference(&tree, &left, &topics);
     }
 
     #[test]

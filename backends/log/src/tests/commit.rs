@@ -7,6 +7,7 @@ use std::time::Duration;
 use switchboard_model::{Offset, TopicPartition};
 use switchboard_storage::conformance::batch;
 use switchboard_storage::{Durability, Storage};
+use tempfile::TempDir;
 
 use super::{fill, tp};
 use crate::partition::EARLY_WRITEBACK_BYTES;
@@ -18,6 +19,16 @@ async fn open(root: &std::path::Path, fsync: FsyncPolicy) -> Arc<LogStorage> {
         ..LogConfig::default()
     };
     Arc::new(LogStorage::open(root, config).await.unwrap())
+}
+
+/// A storage under `fsync` in a fresh directory (kept alive by the returned guard), with the
+/// partition `name` open.
+async fn opened(fsync: FsyncPolicy, name: &str) -> (TempDir, Arc<LogStorage>, TopicPartition) {
+    let root = tempfile::tempdir().unwrap();
+    let s = open(root.path(), fsync).await;
+    let tp = tp(name);
+    s.open_partition(&tp).await.unwrap();
+    (root, s, tp)
 }
 
 /// Spawns `n` tasks that each append one record with `Durability::Sync`, all before any runs;
@@ -42,10 +53,7 @@ async fn sync_appends_at_once(s: &Arc<LogStorage>, tp: &TopicPartition, n: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sync_appends_share_fsyncs() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("group-commit");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "group-commit").await;
 
     let mut offsets = sync_appends_at_once(&s, &tp, 50).await;
     offsets.sort_unstable();
@@ -65,10 +73,7 @@ async fn concurrent_sync_appends_share_fsyncs() {
 /// covers them all; starting it at once covers the first append alone and needs a second.
 #[tokio::test(flavor = "current_thread")]
 async fn an_fsync_waits_for_the_appenders_ready_to_run() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("ready-first");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "ready-first").await;
 
     sync_appends_at_once(&s, &tp, 20).await;
     let p = s.partition_for_test(&tp);
@@ -78,10 +83,7 @@ async fn an_fsync_waits_for_the_appenders_ready_to_run() {
 
 #[tokio::test]
 async fn buffered_appends_are_not_fsynced_until_flush() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("buffered");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "buffered").await;
     fill(&s, &tp, 10, 100, 0).await;
     let p = s.partition_for_test(&tp);
     assert_eq!(p.fsyncs.load(Ordering::Relaxed), 0);
@@ -95,10 +97,7 @@ async fn buffered_appends_are_not_fsynced_until_flush() {
 
 #[tokio::test]
 async fn the_always_policy_fsyncs_buffered_appends_too() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::Always).await;
-    let tp = tp("always");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::Always, "always").await;
     fill(&s, &tp, 3, 100, 0).await;
     let p = s.partition_for_test(&tp);
     assert_eq!(
@@ -111,10 +110,7 @@ async fn the_always_policy_fsyncs_buffered_appends_too() {
 
 #[tokio::test]
 async fn the_never_policy_does_not_fsync_even_sync_appends() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::Never).await;
-    let tp = tp("never");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::Never, "never").await;
     s.append(&tp, vec![batch(1, 1, 0)], Durability::Sync)
         .await
         .unwrap();
@@ -142,10 +138,7 @@ async fn the_interval_policy_syncs_buffered_appends_in_the_background() {
 
 #[tokio::test]
 async fn an_empty_sync_append_returns_at_once_without_fsync() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("empty-append");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "empty-append").await;
     let at = tokio::time::timeout(
         Duration::from_secs(10),
         s.append(&tp, Vec::new(), Durability::Sync),
@@ -161,10 +154,7 @@ async fn an_empty_sync_append_returns_at_once_without_fsync() {
 /// must fsync the whole sealed segment before the next append) finds little left to write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_appends_are_written_back_early_in_the_background() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("early-writeback");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "early-writeback").await;
     let p = s.partition_for_test(&tp);
     // Appends of 100 records of 10 KiB, none of them asking for an fsync, to twice the mark.
     let appends = (2 * EARLY_WRITEBACK_BYTES / (100 * 10 * 1024) + 1) as i64;
@@ -192,10 +182,7 @@ async fn buffered_appends_are_written_back_early_in_the_background() {
 /// it: a partition whose writers sync often (acks=all, MQTT QoS 1) gets no extra fsyncs.
 #[tokio::test]
 async fn a_group_commit_restarts_the_early_writeback_count() {
-    let root = tempfile::tempdir().unwrap();
-    let s = open(root.path(), FsyncPolicy::OnSync).await;
-    let tp = tp("writeback-count");
-    s.open_partition(&tp).await.unwrap();
+    let (_root, s, tp) = opened(FsyncPolicy::OnSync, "writeback-count").await;
     fill(&s, &tp, 5, 100, 0).await;
     let p = s.partition_for_test(&tp);
     assert!(p.unflushed.load(Ordering::Acquire) > 0);
