@@ -130,16 +130,30 @@ fn reads_zeros(log: &File, pos: u64, upto: u64) -> io::Result<bool> {
     }
 }
 
-/// Whether walking batch headers from `pos` (a batch boundary) ends exactly at `len`, the
+/// Bytes [`ends_with_a_batch`] reads at once. What follows a segment's last index entry is
+/// about one index interval: one read covers the walk over its batches, not one read each.
+const TAIL_WINDOW: u64 = 64 * 1024;
+
+/// Whether walking batch headers from `from` (a batch boundary) ends exactly at `len`, the
 /// file's length: a sealed segment's file holds nothing after its last batch.
-fn ends_with_a_batch(log: &File, mut pos: u64, len: u64) -> io::Result<bool> {
+pub(crate) fn ends_with_a_batch(log: &File, from: u64, len: u64) -> io::Result<bool> {
+    let mut window = vec![0u8; len.saturating_sub(from).min(TAIL_WINDOW) as usize];
+    read_exact_at(log, &mut window, from)?;
     let mut header = [0u8; HEADER_LEN];
+    let mut pos = from;
     while pos < len {
         if len - pos < HEADER_LEN as u64 {
             return Ok(false);
         }
-        read_exact_at(log, &mut header, pos)?;
-        let Ok(h) = peek_header(&header) else {
+        let at = (pos - from) as usize;
+        let bytes = match window.get(at..at + HEADER_LEN) {
+            Some(bytes) => bytes,
+            None => {
+                read_exact_at(log, &mut header, pos)?;
+                &header
+            }
+        };
+        let Ok(h) = peek_header(bytes) else {
             return Ok(false);
         };
         pos += h.total_len() as u64;

@@ -64,13 +64,18 @@ fn batch_bytes(log: &Path) -> u64 {
 /// at the end then puts them right after the last batch, not after the reserved tail.
 fn cut_to_batches(log: &Path) -> u64 {
     let len = batch_bytes(log);
+    set_file_len(log, len);
+    len
+}
+
+/// Cuts or extends (with zeros) the file at `path` to `len` bytes.
+fn set_file_len(path: &Path, len: u64) {
     std::fs::OpenOptions::new()
         .write(true)
-        .open(log)
+        .open(path)
         .unwrap()
         .set_len(len)
         .unwrap();
-    len
 }
 
 impl LogStorage {

@@ -7,7 +7,9 @@ use std::path::Path;
 use switchboard_storage::conformance::{batch, read_all};
 use switchboard_storage::{Durability, Storage, StorageError};
 
-use super::{batch_bytes, cut_to_batches, fill, partition_dir, segment_logs, small_config, tp};
+use super::{
+    batch_bytes, cut_to_batches, fill, partition_dir, segment_logs, set_file_len, small_config, tp,
+};
 use crate::LogStorage;
 use crate::segment::{INDEX_EXT, RESERVE_BYTES, file_name};
 
@@ -72,12 +74,7 @@ async fn a_reserved_tail_left_by_a_crash_is_cut_off_and_appends_follow_the_batch
         .unwrap();
     let intact = cut_to_batches(&log);
     // A crash leaves the active segment as long as it was reserved: zeros after the batches.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(intact + RESERVE_BYTES)
-        .unwrap();
+    set_file_len(&log, intact + RESERVE_BYTES);
 
     let s = LogStorage::open(root.path(), small_config(1 << 20))
         .await
@@ -116,12 +113,7 @@ async fn a_sealed_segment_left_with_a_reserved_tail_is_cut_back_on_reopen() {
     let sealed = &logs[0];
     let batches = batch_bytes(sealed);
     // The cut at sealing undone, as a crash without fsync could leave it.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(sealed)
-        .unwrap()
-        .set_len(batches + RESERVE_BYTES)
-        .unwrap();
+    set_file_len(sealed, batches + RESERVE_BYTES);
 
     let s = LogStorage::open(root.path(), small_config(4096))
         .await
@@ -240,4 +232,27 @@ async fn a_log_start_past_the_recovered_end_empties_the_log_and_continues_there(
         .unwrap();
     assert_eq!(at.base_offset, 9);
     assert_eq!(read_all(&s, &tp, 9).await.len(), 1);
+}
+
+/// The check of a sealed segment's end reads one window and walks headers inside it; headers
+/// past the window (batches after the last index entry that outgrow it) are read one by one.
+#[test]
+fn a_walk_of_batch_headers_ends_exactly_at_the_last_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("walk.log");
+    // Three batches of about 40 KiB: the third header lies past the 64 KiB window.
+    let mut bytes = Vec::new();
+    for i in 0..3 {
+        bytes.extend_from_slice(batch(1, 40 * 1024, 0).with_base_offset(i).bytes());
+    }
+    fs::write(&path, &bytes).unwrap();
+    let len = bytes.len() as u64;
+    let file = fs::File::open(&path).unwrap();
+    assert!(crate::recovery::ends_with_a_batch(&file, 0, len).unwrap());
+
+    // Zeros after the batches, or a length that cuts the last one: not a sealed segment's end.
+    set_file_len(&path, len + 100);
+    assert!(!crate::recovery::ends_with_a_batch(&file, 0, len + 100).unwrap());
+    set_file_len(&path, len - 100);
+    assert!(!crate::recovery::ends_with_a_batch(&file, 0, len - 100).unwrap());
 }
