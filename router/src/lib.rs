@@ -277,36 +277,7 @@ impl Router {
             // others (every MQTT and AMQP publish) go through as they came, with no lists built.
             let sequenced = batches.iter().any(|b| is_sequenced(b.header()));
             let fresh = if sequenced {
-                let mut fresh = Vec::with_capacity(batches.len());
-                let mut duplicate = None;
-                for b in batches {
-                    match producers.check(b.header()) {
-                        SequenceCheck::Append => fresh.push(b),
-                        SequenceCheck::Duplicate {
-                            base_offset,
-                            last_offset,
-                        } => {
-                            duplicate = Some(Appended {
-                                base_offset,
-                                last_offset,
-                            });
-                        }
-                        SequenceCheck::OutOfOrder { expected, got } => {
-                            return Err(RouterError::OutOfOrderSequence {
-                                producer_id: b.header().producer_id,
-                                expected,
-                                got,
-                            });
-                        }
-                        SequenceCheck::StaleEpoch { current, got } => {
-                            return Err(RouterError::StaleProducerEpoch {
-                                producer_id: b.header().producer_id,
-                                current,
-                                got,
-                            });
-                        }
-                    }
-                }
+                let (fresh, duplicate) = screen(&producers, batches)?;
                 if fresh.is_empty()
                     && let Some(d) = duplicate
                 {
@@ -473,6 +444,46 @@ const PRODUCER_STATE_READ_BYTES: usize = 64 << 20;
 
 /// How long a fetch may wait at most, whatever the client asks (bounded waits only).
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Checks an idempotent producer's batches against its sequences: the fresh ones to append,
+/// and where the first copy of a duplicate went (the answer when nothing is fresh). A gap or a
+/// fenced epoch refuses the whole request.
+fn screen(
+    producers: &ProducerStates,
+    batches: Vec<RecordBatch>,
+) -> RouterResult<(Vec<RecordBatch>, Option<Appended>)> {
+    let mut fresh = Vec::with_capacity(batches.len());
+    let mut duplicate = None;
+    for b in batches {
+        match producers.check(b.header()) {
+            SequenceCheck::Append => fresh.push(b),
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                duplicate = Some(Appended {
+                    base_offset,
+                    last_offset,
+                });
+            }
+            SequenceCheck::OutOfOrder { expected, got } => {
+                return Err(RouterError::OutOfOrderSequence {
+                    producer_id: b.header().producer_id,
+                    expected,
+                    got,
+                });
+            }
+            SequenceCheck::StaleEpoch { current, got } => {
+                return Err(RouterError::StaleProducerEpoch {
+                    producer_id: b.header().producer_id,
+                    current,
+                    got,
+                });
+            }
+        }
+    }
+    Ok((fresh, duplicate))
+}
 
 #[cfg(test)]
 mod tests {
